@@ -1,0 +1,74 @@
+"""``minmo``: the command line of MinMo Serve (local stack, weights, demo)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from orchestrator.devstack.triton_launcher import StackError, TritonPorts
+
+
+def _stack(args: argparse.Namespace) -> int:
+    from orchestrator.devstack import stack
+
+    if args.action == "up":
+        state = stack.up(args.weights.resolve(), TritonPorts(args.http_port, args.grpc_port, args.metrics_port))
+        print(
+            f"stack up: tritonserver pid {state.triton_pid} (HTTP {args.http_port}, gRPC {args.grpc_port}, "
+            f"metrics {args.metrics_port}), redis 127.0.0.1:6379 "
+            f"({'started, pid ' + str(state.redis_pid) if state.redis_pid else 'already running'}); "
+            f"log: {stack.RUN_DIR / 'triton.log'}"
+        )
+    else:
+        for line in stack.down() or ["nothing to stop"]:
+            print(line)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from orchestrator import demo_chain
+
+    return demo_chain.main(
+        ["--triton", args.triton, "--out", str(args.out), *(["--realtime"] if args.realtime else [])]
+    )
+
+
+def _weights(args: argparse.Namespace) -> int:
+    from services import build_weights
+
+    return build_weights.main(["--out", str(args.out)])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="minmo", description="MinMo Serve command line")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    stack_cmd = commands.add_parser("stack", help="start or stop the local stack (Triton on the CPU, Redis)")
+    stack_cmd.add_argument("action", choices=["up", "down"])
+    stack_cmd.add_argument("--weights", type=Path, default=Path("weights/smoke"))
+    stack_cmd.add_argument("--http-port", type=int, default=8000)
+    stack_cmd.add_argument("--grpc-port", type=int, default=8001)
+    stack_cmd.add_argument("--metrics-port", type=int, default=8002)
+    stack_cmd.set_defaults(run=_stack)
+
+    weights_cmd = commands.add_parser("weights", help="build the seeded smoke weights")
+    weights_cmd.add_argument("--out", type=Path, default=Path("weights/smoke"))
+    weights_cmd.set_defaults(run=_weights)
+
+    demo_cmd = commands.add_parser("demo", help="one spoken question through the five models on Triton")
+    demo_cmd.add_argument("--triton", default="127.0.0.1:8001")
+    demo_cmd.add_argument("--out", type=Path, default=Path("out/reply.wav"))
+    demo_cmd.add_argument("--realtime", action="store_true")
+    demo_cmd.set_defaults(run=_demo)
+
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args))
+    except StackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

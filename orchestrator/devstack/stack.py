@@ -1,0 +1,104 @@
+"""``make up`` / ``make down``: the local stack in the background, and exactly that stack stopped.
+
+What we started is written to ``.run/stack.json`` (pids and ports), so ``down`` stops those
+processes and nothing else: a Redis that was already running stays running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from orchestrator.devstack.redis_service import ensure_redis
+from orchestrator.devstack.triton_launcher import (
+    StackError,
+    TritonPorts,
+    start_triton,
+    wait_until_ready,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+RUN_DIR = REPO_ROOT / ".run"
+STATE_FILE = RUN_DIR / "stack.json"
+
+
+@dataclass
+class StackState:
+    triton_pid: int | None = None
+    redis_pid: int | None = None
+    ports: dict[str, int] = field(default_factory=dict)
+    weights_dir: str = ""
+
+
+def _read_state() -> StackState | None:
+    if not STATE_FILE.exists():
+        return None
+    return StackState(**json.loads(STATE_FILE.read_text()))
+
+
+def _alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def up(weights_dir: Path, ports: TritonPorts, redis_host: str = "127.0.0.1", redis_port: int = 6379) -> StackState:
+    state = _read_state()
+    if state is not None and _alive(state.triton_pid):
+        raise StackError(f"the stack is already up (triton pid {state.triton_pid}); `make down` first")
+    redis_pid = ensure_redis(redis_host, redis_port, RUN_DIR)
+    triton = start_triton(REPO_ROOT / "model_repository", weights_dir, RUN_DIR, ports)
+    state = StackState(
+        triton_pid=triton.process.pid,
+        redis_pid=redis_pid,
+        ports={**asdict(ports), "redis": redis_port},
+        weights_dir=str(weights_dir),
+    )
+    STATE_FILE.write_text(json.dumps(asdict(state), indent=2))
+    try:
+        wait_until_ready(triton)
+    except StackError:
+        down()
+        raise
+    return state
+
+
+def down() -> list[str]:
+    """Stop what ``up`` started; return a line per process stopped."""
+    state = _read_state()
+    if state is None:
+        return []
+    stopped = []
+    for name, pid in (("tritonserver", state.triton_pid), ("redis-server", state.redis_pid)):
+        if _alive(pid):
+            assert pid is not None
+            _terminate_group(pid)
+            stopped.append(f"stopped {name} (pid {pid})")
+    STATE_FILE.unlink(missing_ok=True)
+    return stopped
+
+
+def _terminate_group(pid: int, timeout: float = 30.0) -> None:
+    """Stop the process group: Triton's Python backend stubs are children that must go too."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)

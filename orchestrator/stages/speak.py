@@ -1,0 +1,221 @@
+"""The speak path: backbone generation -> speech_lm -> vocoder as three concurrent stages.
+
+Stages are joined by bounded queues, so the first audio chunk is synthesised while the backbone is
+still writing the rest of the text. MinMo's voice decoder consumes groups of 5 text tokens (each as
+its input embedding ++ last-layer hidden state) and emits 15 speech tokens per group; the vocoder
+turns every 15 speech tokens (600 ms) into audio. ``cancel()`` cancels every in-flight Triton
+stream of the turn: the models see the cancellation and stop within one step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from orchestrator.stages.ids import new_stream_id
+from orchestrator.triton.client import ModelStream, TritonModels
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    token_id: int
+    text: str
+
+
+@dataclass(frozen=True)
+class AudioDelta:
+    samples: np.ndarray  # float32, 24 kHz
+    offset: int  # index of the first sample within the turn
+
+
+@dataclass(frozen=True)
+class SpeakConfig:
+    max_new_tokens: int = 64
+    text_per_group: int = 5
+    tokens_per_group: int = 15
+    first_chunk_tokens: int = 15
+    max_tail_tokens: int = 60
+    queue_size: int = 8
+    temperature: float = 0.0
+    seed: int = 0
+
+
+@dataclass
+class SpeakTimings:
+    """Milliseconds from the start of the turn to each stage's first output."""
+
+    first_token_ms: float | None = None
+    first_speech_token_ms: float | None = None
+    first_audio_ms: float | None = None
+    text_tokens: int = 0
+    speech_tokens: int = 0
+    samples: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+    def since_start(self) -> float:
+        return (time.perf_counter() - self.started) * 1000
+
+
+@dataclass(frozen=True)
+class _Group:
+    vectors: np.ndarray  # [n, 2 * llm_hidden]
+    last: bool
+
+
+_DONE = object()
+
+
+class SpeakPath:
+    def __init__(
+        self,
+        models: TritonModels,
+        backbone_id: int,
+        *,
+        prompt_ids: list[int],
+        user_embedding: np.ndarray,
+        decode: Callable[[list[int]], str],
+        config: SpeakConfig | None = None,
+    ) -> None:
+        self._models = models
+        self._backbone_id = backbone_id
+        self._prompt_ids = prompt_ids
+        self._user_embedding = user_embedding.astype(np.float32)
+        self._decode = decode
+        self.config = config or SpeakConfig()
+        self.timings = SpeakTimings()
+        self.token_ids: list[int] = []
+        self._streams: list[ModelStream] = []
+        self._events: asyncio.Queue[TextDelta | AudioDelta | object] = asyncio.Queue()
+        self._supervisor: asyncio.Task[None] | None = None
+
+    async def run(self) -> AsyncIterator[TextDelta | AudioDelta]:
+        """Yield text and audio deltas as they become available until the turn is complete."""
+        self.timings = SpeakTimings()
+        self._supervisor = asyncio.create_task(self._pipeline())
+        while True:
+            event = await self._events.get()
+            if event is _DONE:
+                break
+            assert isinstance(event, TextDelta | AudioDelta)
+            yield event
+        await self._supervisor  # re-raises a stage's failure
+
+    def cancel(self) -> None:
+        for stream in self._streams:
+            stream.cancel()
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+
+    async def _pipeline(self) -> None:
+        groups: asyncio.Queue[_Group | np.ndarray] = asyncio.Queue(self.config.queue_size)
+        tokens: asyncio.Queue[int | None] = asyncio.Queue(self.config.queue_size * self.config.tokens_per_group)
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._text_stage(groups))
+                group.create_task(self._speech_token_stage(groups, tokens))
+                group.create_task(self._audio_stage(tokens))
+        finally:
+            for stream in self._streams:
+                await stream.close()
+            await self._events.put(_DONE)
+
+    def _open(self, model: str) -> ModelStream:
+        stream = self._models.open_stream(model)
+        self._streams.append(stream)
+        return stream
+
+    async def _text_stage(self, groups: asyncio.Queue[_Group | np.ndarray]) -> None:
+        stream = self._open("backbone")
+        pending: list[np.ndarray] = []
+        request = {
+            "INPUT_IDS": np.array(self._prompt_ids, np.int32),
+            "MAX_NEW_TOKENS": np.array([self.config.max_new_tokens], np.int32),
+            "TEMPERATURE": np.array([self.config.temperature], np.float32),
+            "RANDOM_SEED": np.array([self.config.seed], np.uint64),
+        }
+        async for out in stream.request(request, sequence_id=self._backbone_id):
+            if out["TOKEN_IDS"].size == 0:
+                continue  # the prefill response of the assistant prompt
+            token_id = int(out["TOKEN_IDS"][0])
+            hidden, embedding = out["HIDDEN"][0], out["EMBEDDINGS"][0]
+            if not self.token_ids:
+                self.timings.first_token_ms = self.timings.since_start()
+                await groups.put(np.concatenate([self._user_embedding, hidden]).astype(np.float32))
+            self.token_ids.append(token_id)
+            self.timings.text_tokens += 1
+            await self._events.put(TextDelta(token_id, self._decode([token_id])))
+            pending.append(np.concatenate([embedding, hidden]))
+            if len(pending) == self.config.text_per_group:
+                await groups.put(_Group(np.stack(pending).astype(np.float32), last=False))
+                pending = []
+        width = 2 * self._user_embedding.shape[0]
+        tail = np.stack(pending).astype(np.float32) if pending else np.zeros((0, width), np.float32)
+        await groups.put(_Group(tail, last=True))
+
+    async def _speech_token_stage(self, groups: asyncio.Queue[_Group | np.ndarray], tokens: asyncio.Queue) -> None:
+        stream = self._open("speech_lm")
+        stream_id = new_stream_id()
+        query: np.ndarray | None = None
+        started = False
+        while True:
+            item = await groups.get()
+            if isinstance(item, np.ndarray):
+                query = item
+                continue
+            request: dict[str, np.ndarray] = {
+                "SEMANTIC": item.vectors,
+                "MAX_TOKENS": np.array(
+                    [self.config.max_tail_tokens if item.last else self.config.tokens_per_group], np.int32
+                ),
+                "UNTIL_EOS": np.array([item.last]),
+            }
+            if not started:
+                if query is None:  # no text at all: nothing to say
+                    break
+                request["QUERY"] = query
+            async for out in stream.request(request, sequence_id=stream_id, start=not started, end=item.last):
+                for token in out["SPEECH_TOKENS"].tolist():
+                    if self.timings.first_speech_token_ms is None:
+                        self.timings.first_speech_token_ms = self.timings.since_start()
+                    self.timings.speech_tokens += 1
+                    await tokens.put(int(token))
+            started = True
+            if item.last:
+                break
+        await tokens.put(None)
+
+    async def _audio_stage(self, tokens: asyncio.Queue[int | None]) -> None:
+        stream = self._open("vocoder")
+        stream_id = new_stream_id()
+        buffer: list[int] = []
+        started = False
+        while True:
+            token = await tokens.get()
+            if token is not None:
+                buffer.append(token)
+            threshold = self.config.tokens_per_group if started else self.config.first_chunk_tokens
+            if token is not None and len(buffer) < threshold:
+                continue
+            end = token is None
+            if buffer or (end and started):
+                async for out in stream.request(
+                    {"TOKENS": np.array(buffer, np.int32)}, sequence_id=stream_id, start=not started, end=end
+                ):
+                    await self._emit_audio(out)
+                started = True
+                buffer = []
+            if end:
+                return
+
+    async def _emit_audio(self, out: dict[str, np.ndarray]) -> None:
+        samples = out["AUDIO"]
+        if samples.size == 0:
+            return
+        if self.timings.first_audio_ms is None:
+            self.timings.first_audio_ms = self.timings.since_start()
+        self.timings.samples += samples.size
+        await self._events.put(AudioDelta(samples, int(out["SAMPLE_OFFSET"][0])))

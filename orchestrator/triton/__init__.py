@@ -1,0 +1,1 @@
+"""Async access to the five Triton models over gRPC (``tritonclient.grpc.aio``)."""

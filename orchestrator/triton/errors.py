@@ -1,0 +1,17 @@
+"""Failures of a Triton call, typed so the orchestrator can map them to gRPC status codes."""
+
+from __future__ import annotations
+
+
+class TritonStageError(RuntimeError):
+    """A model answered with an error (``invalid`` means the request was malformed)."""
+
+    def __init__(self, model: str, message: str, *, invalid: bool = False) -> None:
+        super().__init__(f"{model}: {message}")
+        self.model = model
+        self.message = message
+        self.invalid = invalid
+
+
+class TritonUnavailableError(TritonStageError):
+    """Triton could not be reached or the model is not ready: retryable, the session is kept."""

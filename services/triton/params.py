@@ -1,0 +1,89 @@
+"""The one place that reads ``parameters`` from a model's ``config.pbtxt``.
+
+Triton hands ``initialize()`` the model config as JSON; template placeholders such as
+``${weights_dir}`` that nobody filled are treated as unset here, and nowhere else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+_PLACEHOLDER = re.compile(r"^\$\{[^}]*\}$")
+WEIGHTS_ENV = "MINMO_WEIGHTS_DIR"
+
+
+class ParameterError(ValueError):
+    """A model parameter is missing or malformed; raised from ``initialize()`` so the model fails to load."""
+
+
+@dataclass(frozen=True)
+class ModelParameters:
+    model_name: str
+    values: dict[str, str]
+
+    @classmethod
+    def from_args(cls, args: dict[str, Any]) -> ModelParameters:
+        config = json.loads(args["model_config"])
+        raw = config.get("parameters", {}) or {}
+        values = {}
+        for key, entry in raw.items():
+            value = entry.get("string_value", "") if isinstance(entry, dict) else str(entry)
+            if value and not _PLACEHOLDER.match(value.strip()):
+                values[key] = value.strip()
+        return cls(model_name=str(config.get("name", args.get("model_name", "?"))), values=values)
+
+    def get_str(self, key: str, default: str | None = None) -> str:
+        if key in self.values:
+            return self.values[key]
+        if default is None:
+            raise ParameterError(f"model {self.model_name!r}: parameter {key!r} is required in config.pbtxt")
+        return default
+
+    def get_int(self, key: str, default: int | None = None) -> int:
+        raw = self.values.get(key)
+        if raw is None:
+            if default is None:
+                raise ParameterError(f"model {self.model_name!r}: parameter {key!r} is required in config.pbtxt")
+            return default
+        try:
+            return int(raw)
+        except ValueError as exc:
+            raise ParameterError(f"model {self.model_name!r}: parameter {key!r}={raw!r} is not an integer") from exc
+
+    def get_float(self, key: str, default: float | None = None) -> float:
+        raw = self.values.get(key)
+        if raw is None:
+            if default is None:
+                raise ParameterError(f"model {self.model_name!r}: parameter {key!r} is required in config.pbtxt")
+            return default
+        try:
+            return float(raw)
+        except ValueError as exc:
+            raise ParameterError(f"model {self.model_name!r}: parameter {key!r}={raw!r} is not a number") from exc
+
+    def weights_dir(self, stage: str) -> Path:
+        """Where this stage's weights live: the ``weights_dir`` parameter, else ``$MINMO_WEIGHTS_DIR/<stage>``.
+
+        The environment fallback is read here, at model load, so one model repository serves
+        both the smoke weights of a laptop and the volume a Kubernetes pod mounts.
+        """
+        if "weights_dir" in self.values:
+            path = Path(self.values["weights_dir"])
+        elif os.environ.get(WEIGHTS_ENV):
+            path = Path(os.environ[WEIGHTS_ENV]) / stage
+        else:
+            raise ParameterError(
+                f"model {self.model_name!r}: no weights location; set parameter 'weights_dir' in config.pbtxt "
+                f"or the environment variable {WEIGHTS_ENV} (the local stack sets it to weights/smoke)"
+            )
+        if not path.is_dir():
+            raise ParameterError(
+                f"model {self.model_name!r}: weights folder {path} does not exist; "
+                "run `make weights` for the smoke profile"
+            )
+        return path

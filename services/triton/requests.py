@@ -1,0 +1,46 @@
+"""Reading a Triton request: its sequence controls and its input tensors as numpy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from services.triton.contracts import Getter
+from services.triton.tensors import InvalidInputError
+
+
+@dataclass(frozen=True)
+class SequenceFlags:
+    stream_id: int
+    start: bool
+    end: bool
+
+
+def sequence_flags(request: Any) -> SequenceFlags:
+    """Read the correlation id and the START/END controls the sequence batcher filled in."""
+    import triton_python_backend_utils as pb_utils
+
+    stream_id = int(request.correlation_id())
+    if stream_id == 0:
+        raise InvalidInputError(
+            "this model is stateful: send a non-zero sequence_id (correlation id) with every request"
+        )
+
+    def flag(name: str) -> bool:
+        tensor = pb_utils.get_input_tensor_by_name(request, name)
+        return bool(tensor is not None and tensor.as_numpy().reshape(-1)[0])
+
+    return SequenceFlags(stream_id=stream_id, start=flag("START"), end=flag("END"))
+
+
+def input_getter(request: Any) -> Getter:
+    """A getter over the request's inputs for the ``parse`` methods in :mod:`services.triton.contracts`."""
+    import triton_python_backend_utils as pb_utils
+
+    def get(name: str) -> np.ndarray | None:
+        tensor = pb_utils.get_input_tensor_by_name(request, name)
+        return None if tensor is None else tensor.as_numpy()
+
+    return get

@@ -1,0 +1,60 @@
+"""Per-stream state of a Triton model, keyed by the sequence batcher's correlation id.
+
+Triton's sequence batcher keeps every request of a stream on one model instance and tells us, via
+the START and END control inputs, when a stream begins and ends. The state itself lives in a bounded
+:class:`StreamStateStore`, and an ``minmo_open_streams`` gauge shows how many are held, so a leak is
+visible on Triton's own ``/metrics``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+from services.common.stream_state import StreamStateStore
+from services.triton.params import ModelParameters
+from services.triton.requests import SequenceFlags
+
+StateT = TypeVar("StateT")
+
+
+class StreamRegistry(Generic[StateT]):
+    def __init__(self, params: ModelParameters) -> None:
+        import triton_python_backend_utils as pb_utils
+
+        self.model_name = params.model_name
+        self._store: StreamStateStore[StateT] = StreamStateStore(
+            max_streams=params.get_int("max_streams", 64),
+            idle_seconds=params.get_float("stream_idle_seconds", 600.0),
+        )
+        family = pb_utils.MetricFamily(
+            name="minmo_open_streams",
+            description="Per-stream states (KV caches, overlap caches) a MinMo model holds",
+            kind=pb_utils.MetricFamily.GAUGE,
+        )
+        self._gauge = family.Metric(labels={"model": params.model_name})
+
+    def open_or_get(self, flags: SequenceFlags, create: Callable[[], StateT]) -> StateT:
+        """A START request (re)creates the stream's state; any other request must find it."""
+        if flags.start:
+            state = create()
+            self._store.put(str(flags.stream_id), state)
+        else:
+            state = self._store.get(str(flags.stream_id))
+        self._refresh_gauge()
+        return state
+
+    def get(self, stream_id: int) -> StateT:
+        return self._store.get(str(stream_id))
+
+    def close(self, stream_id: int) -> bool:
+        closed = self._store.close(str(stream_id))
+        self._refresh_gauge()
+        return closed
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    def _refresh_gauge(self) -> None:
+        self._store.expire_idle()
+        self._gauge.set(len(self._store))
