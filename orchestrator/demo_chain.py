@@ -64,9 +64,9 @@ async def run_demo(triton_url: str, text: str, out: Path, *, realtime: bool, log
 
     session_id = new_stream_id()
     backbone_stream = models.open_stream("backbone")
-    system = next(seg for seg in prompt.system("You are a helpful voice assistant.") if isinstance(seg, list))
+    # The same context the duplex predictor was trained on: a spoken user turn opening the session.
     async for _ in backbone_stream.request(
-        {"INPUT_IDS": np.array(system + prompt.user_speech_open(), np.int32)}, sequence_id=session_id, start=True
+        {"INPUT_IDS": np.array(prompt.user_speech_open(), np.int32)}, sequence_id=session_id, start=True
     ):
         pass
     listen = ListenPath(models, backbone_stream, session_id)

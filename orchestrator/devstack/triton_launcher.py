@@ -205,4 +205,5 @@ def model_errors(log_path: Path) -> str:
         if "failed to load" in line or "UNAVAILABLE" in line or ("Error" in line and "NVML" not in line)
     ]
     keep = [line for line in keep if "DCGM" not in line and "CudaDriver" not in line]
-    return "\n".join(keep[-40:] or lines[-40:])
+    unique = list(dict.fromkeys(keep))  # the server repeats each model failure in several places
+    return "\n".join(unique[-40:] or lines[-40:])

@@ -131,7 +131,7 @@ class SpeakPath:
     async def _text_stage(self, groups: asyncio.Queue[_Group | np.ndarray]) -> None:
         stream = self._open("backbone")
         pending: list[np.ndarray] = []
-        request = {
+        request: dict[str, np.ndarray] = {
             "INPUT_IDS": np.array(self._prompt_ids, np.int32),
             "MAX_NEW_TOKENS": np.array([self.config.max_new_tokens], np.int32),
             "TEMPERATURE": np.array([self.config.temperature], np.float32),

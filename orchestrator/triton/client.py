@@ -13,11 +13,16 @@ from typing import Any
 import grpc
 import numpy as np
 import tritonclient.grpc.aio as triton_aio
+from tritonclient.grpc import InferResult, service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from orchestrator.triton.errors import TritonStageError, TritonUnavailableError
+from services.triton.responses import INVALID_PREFIX
 
 Tensors = Mapping[str, np.ndarray]
+# Texts by which Triton (unary status, sequence batcher, dtype checks) and our adapters (streamed
+# errors carry no status code) mark a request the caller must fix.
+_INVALID_MARKERS = ("INVALID_ARG", INVALID_PREFIX, "must specify the START flag", "unexpected")
 
 
 def to_inputs(tensors: Tensors) -> list[triton_aio.InferInput]:
@@ -31,6 +36,28 @@ def to_inputs(tensors: Tensors) -> list[triton_aio.InferInput]:
     return inputs
 
 
+def stream_request(
+    model: str, request_id: str, tensors: Tensors, *, sequence_id: int, start: bool, end: bool
+) -> service_pb2.ModelInferRequest:
+    """A streaming request that asks for the empty FINAL response.
+
+    Without ``triton_enable_empty_final_response`` a decoupled model's closing flag never reaches
+    the client, which then cannot tell a finished request from a slow one. tritonclient's own
+    stream helper refuses that reserved parameter, so the protobuf is built here.
+    """
+    request = service_pb2.ModelInferRequest(model_name=model, id=request_id)
+    for name, array in tensors.items():
+        batched = np.ascontiguousarray(array)[None]
+        tensor = request.inputs.add(name=name, datatype=np_to_triton_dtype(batched.dtype), shape=batched.shape)
+        del tensor  # the shape and type are all a raw input needs
+        request.raw_input_contents.append(batched.tobytes())
+    request.parameters["sequence_id"].int64_param = sequence_id
+    request.parameters["sequence_start"].bool_param = start
+    request.parameters["sequence_end"].bool_param = end
+    request.parameters["triton_enable_empty_final_response"].bool_param = True
+    return request
+
+
 def from_result(result: Any) -> dict[str, np.ndarray]:
     response = result.get_response()
     return {output.name: result.as_numpy(output.name)[0] for output in response.outputs}
@@ -42,7 +69,9 @@ def classify(model: str, exc: Exception) -> TritonStageError:
     text = f"{status or ''} {message}"
     if "UNAVAILABLE" in text or "failed to connect" in text or "is not ready" in text or "unknown model" in text:
         return TritonUnavailableError(model, message)
-    invalid = "INVALID_ARG" in text or "must specify the START flag" in text or "unexpected" in text
+    invalid = any(
+        marker in text for marker in ("INVALID_ARG", INVALID_PREFIX, "must specify the START flag", "unexpected")
+    )
     return TritonStageError(model, message, invalid=invalid)
 
 
@@ -50,6 +79,10 @@ class TritonModels:
     def __init__(self, url: str) -> None:
         self.url = url
         self.client = triton_aio.InferenceServerClient(url)
+        self._channel = grpc.aio.insecure_channel(
+            url, options=[("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+        )
+        self._stub = service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
 
     async def infer(self, model: str, tensors: Tensors, *, sequence_id: int, start: bool = False, end: bool = False):
         try:
@@ -65,7 +98,7 @@ class TritonModels:
         return from_result(result)
 
     def open_stream(self, model: str) -> ModelStream:
-        return ModelStream(self.client, model)
+        return ModelStream(self._stub, model)
 
     async def statistics(self, model: str) -> dict[str, Any]:
         stats = await self.client.get_inference_statistics(model_name=model, as_json=True)
@@ -73,6 +106,7 @@ class TritonModels:
 
     async def close(self) -> None:
         await self.client.close()
+        await self._channel.close()
 
 
 class ModelStream:
@@ -82,16 +116,16 @@ class ModelStream:
     ``is_cancelled()``), which is how an interruption stops generation within one step.
     """
 
-    def __init__(self, client: triton_aio.InferenceServerClient, model: str) -> None:
+    def __init__(self, stub: service_pb2_grpc.GRPCInferenceServiceStub, model: str) -> None:
         self.model = model
-        self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-        self._call = client.stream_infer(self._requests())
+        self._queue: asyncio.Queue[service_pb2.ModelInferRequest | None] = asyncio.Queue()
+        self._call = stub.ModelStreamInfer(self._requests())
         self._responses = self._call.__aiter__()
         self._lock = asyncio.Lock()
         self._next_id = 0
         self.cancelled = False
 
-    async def _requests(self) -> AsyncIterator[dict[str, Any]]:
+    async def _requests(self) -> AsyncIterator[service_pb2.ModelInferRequest]:
         while (item := await self._queue.get()) is not None:
             yield item
 
@@ -104,15 +138,7 @@ class ModelStream:
                 raise TritonStageError(self.model, "stream was cancelled")
             self._next_id += 1
             await self._queue.put(
-                {
-                    "model_name": self.model,
-                    "inputs": to_inputs(tensors),
-                    "request_id": str(self._next_id),
-                    "sequence_id": sequence_id,
-                    "sequence_start": start,
-                    "sequence_end": end,
-                    "parameters": {"triton_enable_empty_final_response": True},
-                }
+                stream_request(self.model, str(self._next_id), tensors, sequence_id=sequence_id, start=start, end=end)
             )
             finished = False
             try:
@@ -127,16 +153,16 @@ class ModelStream:
     async def _read_until_final(self) -> AsyncIterator[dict[str, np.ndarray]]:
         while True:
             try:
-                result, error = await self._responses.__anext__()
+                message = await self._responses.__anext__()
             except StopAsyncIteration as exc:
                 raise TritonUnavailableError(self.model, "stream closed by the server") from exc
-            except (grpc.aio.AioRpcError, InferenceServerException) as exc:
-                raise classify(self.model, exc) from exc
-            if error is not None:
-                raise classify(self.model, error)
-            response = result.get_response()
+            except grpc.aio.AioRpcError as exc:
+                raise classify(self.model, InferenceServerException(exc.details(), str(exc.code()))) from exc
+            if message.error_message:
+                raise classify(self.model, InferenceServerException(message.error_message))
+            response = message.infer_response
             if response.outputs:
-                yield from_result(result)
+                yield from_result(InferResult(response))
             if response.parameters["triton_final_response"].bool_param:
                 return
 

@@ -14,13 +14,16 @@ from typing import Any
 from services.common.stream_state import UnknownStreamError
 from services.triton.tensors import InvalidInputError
 
+INVALID_PREFIX = "invalid request: "
+
 
 def error_for(exc: BaseException) -> Any:
     """Map a domain exception to a TritonError with the right code; unexpected ones become INTERNAL."""
     import triton_python_backend_utils as pb_utils
 
     if isinstance(exc, InvalidInputError | UnknownStreamError | ValueError):
-        return pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG)
+        # A streamed error carries only its text, so the text itself says it is the caller's fault.
+        return pb_utils.TritonError(f"{INVALID_PREFIX}{exc}", pb_utils.TritonError.INVALID_ARG)
     return pb_utils.TritonError(f"{type(exc).__name__}: {exc}", pb_utils.TritonError.INTERNAL)
 
 

@@ -27,12 +27,13 @@ class StreamRegistry(Generic[StateT]):
             max_streams=params.get_int("max_streams", 64),
             idle_seconds=params.get_float("stream_idle_seconds", 600.0),
         )
-        family = pb_utils.MetricFamily(
+        # The family must outlive its metric: Triton refuses updates once the family is collected.
+        self._family = pb_utils.MetricFamily(
             name="minmo_open_streams",
             description="Per-stream states (KV caches, overlap caches) a MinMo model holds",
             kind=pb_utils.MetricFamily.GAUGE,
         )
-        self._gauge = family.Metric(labels={"model": params.model_name})
+        self._gauge = self._family.Metric(labels={"model": params.model_name})
 
     def open_or_get(self, flags: SequenceFlags, create: Callable[[], StateT]) -> StateT:
         """A START request (re)creates the stream's state; any other request must find it."""

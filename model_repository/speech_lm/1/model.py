@@ -25,7 +25,7 @@ class TritonPythonModel:
         params = ModelParameters.from_args(args)
         torch.set_num_threads(params.get_int("torch_threads", 1))
         self.model = speech_lm.load(params.weights_dir("speech_lm"))
-        self.width = 2 * self.model.config.llm_hidden
+        self.width = 2 * self.model.config.llm_hidden_size
         self.tokens_per_group = self.model.config.tokens_per_group
         self.max_tokens = params.get_int("max_tokens_limit", 4096)
         self.streams: StreamRegistry[speech_lm.SpeechLMStream] = StreamRegistry(params)
