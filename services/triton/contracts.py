@@ -77,7 +77,7 @@ class Sampling:
     temperature: float
     top_k: int
     top_p: float
-    seed: int
+    seed: int | None  # None: continue the stream's own random sequence
 
     @classmethod
     def parse(cls, get: Getter) -> Sampling:
@@ -90,7 +90,8 @@ class Sampling:
             raise InvalidInputError(f"input TOP_K must be >= 0 (0 disables it), got {top_k}")
         if not 0 < top_p <= 1:
             raise InvalidInputError(f"input TOP_P must be in (0, 1], got {top_p}")
-        return cls(temperature, top_k, top_p, int(scalar("RANDOM_SEED", get("RANDOM_SEED"), 0)))
+        seed = get("RANDOM_SEED")
+        return cls(temperature, top_k, top_p, None if seed is None else int(scalar("RANDOM_SEED", seed, 0)))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,64 @@
+"""The backbone stage: a Qwen2 LLM over sessions of text tokens and speech embeddings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from services.backbone.backbone import Backbone, BackboneSession, GeneratedToken
+from services.backbone.kv_cache import KVCache
+from services.backbone.prompt import ChatPrompt, Segment, SpeechSlot, SpeechTurn, TextTurn, feed
+from services.backbone.qwen2 import Qwen2Config, Qwen2Model, init_qwen2_weights
+from services.backbone.tokenizer import SmokeByteTokenizer, Tokenizer
+from services.common.seeding import seeded
+from services.common.weights import load_stage_tensors, load_state_strict, read_stage_config, save_stage
+
+STAGE = "backbone"
+# The backbone's config is the Qwen2 config itself (it decides tie_word_embeddings too).
+BackboneConfig = Qwen2Config
+
+__all__ = [
+    "Backbone",
+    "BackboneConfig",
+    "BackboneSession",
+    "ChatPrompt",
+    "GeneratedToken",
+    "KVCache",
+    "Qwen2Config",
+    "Qwen2Model",
+    "Segment",
+    "SmokeByteTokenizer",
+    "SpeechSlot",
+    "SpeechTurn",
+    "TextTurn",
+    "Tokenizer",
+    "build_smoke",
+    "feed",
+    "load",
+    "save",
+]
+
+
+def build_smoke(seed: int) -> Backbone:
+    """The seeded smoke backbone, identical bit for bit for a given seed and torch version."""
+    with torch.device("meta"):
+        module = Backbone(Qwen2Config.preset("smoke"))
+    module.to_empty(device="cpu")
+    with seeded(seed):
+        init_qwen2_weights(module)
+    return module.eval()
+
+
+def save(module: Backbone, directory: Path, profile: str) -> None:
+    save_stage(directory, module, module.config, stage=STAGE, profile=profile)
+
+
+def load(directory: Path) -> Backbone:
+    """Rebuild a saved backbone; built on the meta device first so 7B weights are not initialised twice."""
+    config_dict, _profile = read_stage_config(directory, stage=STAGE)
+    with torch.device("meta"):
+        module = Backbone(Qwen2Config.from_dict(config_dict))
+    module.to_empty(device="cpu")
+    load_state_strict(module, load_stage_tensors(directory), source=str(directory))
+    return module.eval()
