@@ -1,0 +1,106 @@
+"""Event-level evaluation of the duplex predictor under the runtime policy.
+
+Frame accuracy says little about turn-taking: what matters is whether the assistant answers once
+per finished turn, stops once per barge-in, and never acts otherwise. So each policy *fire* (see
+:mod:`services.duplex.policy`) is matched to at most one labelled event of its kind (see
+:mod:`services.duplex.dialogues`) when it falls within the event's tolerance window after the event;
+every other fire is a false alarm and counts against precision. Delay is fire time minus event time:
+for end of turn from the end of the user's speech (so it includes the 600 ms of silence the label
+rule waits for), for barge-in from the start of the user's speech.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from services.duplex.dialogues import Dialogue, frame_end
+from services.duplex.model import Decision, DuplexPredictor
+from services.duplex.policy import DecisionPolicy
+
+# Seconds after the event within which a fire counts as its detection.
+TOLERANCE = {Decision.RESPOND_NOW: 1.5, Decision.STOP_SPEAKING: 1.2}
+# A false alarm this soon after a cough/knock/breath is blamed on it.
+BURST_BLAME_SECONDS = 1.2
+_NAMES = {Decision.RESPOND_NOW: "end_of_turn", Decision.STOP_SPEAKING: "barge_in"}
+
+
+@dataclass
+class EventTally:
+    events: int = 0
+    fires: int = 0
+    hits: int = 0
+    burst_false_alarms: int = 0
+    delays: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        delays_ms = np.array(self.delays) * 1000.0
+        return {
+            "events": self.events,
+            "fires": self.fires,
+            "hits": self.hits,
+            "false_alarms": self.fires - self.hits,
+            "burst_false_alarms": self.burst_false_alarms,
+            "precision": self.hits / self.fires if self.fires else None,
+            "recall": self.hits / self.events if self.events else None,
+            "mean_delay_ms": float(delays_ms.mean()) if len(delays_ms) else None,
+            "p90_delay_ms": float(np.percentile(delays_ms, 90)) if len(delays_ms) else None,
+        }
+
+
+def tally_dialogue(dialogue: Dialogue, decisions: Sequence[Decision], tallies: dict[Decision, EventTally]) -> None:
+    """Match one dialogue's fires to its events, adding to ``tallies`` (one per fired class)."""
+    events = dialogue.events()
+    for kind, tally in tallies.items():
+        times = [e.time for e in events if e.kind == kind]
+        matched = [False] * len(times)
+        tally.events += len(times)
+        for k, decision in enumerate(decisions):
+            if decision != kind:
+                continue
+            tally.fires += 1
+            t = frame_end(k)
+            for i, event_time in enumerate(times):
+                if not matched[i] and event_time <= t <= event_time + TOLERANCE[kind]:
+                    matched[i] = True
+                    tally.hits += 1
+                    tally.delays.append(t - event_time)
+                    break
+            else:
+                if any(start <= t <= end + BURST_BLAME_SECONDS for start, end in dialogue.bursts):
+                    tally.burst_false_alarms += 1
+
+
+def predict(model: DuplexPredictor, features: torch.Tensor, speaking: np.ndarray) -> torch.Tensor:
+    """Probabilities [T, 3] of one dialogue."""
+    with torch.inference_mode():
+        logits = model(features.unsqueeze(0), torch.from_numpy(speaking).unsqueeze(0))[0]
+    return logits.softmax(-1)
+
+
+def evaluate(
+    model: DuplexPredictor,
+    dialogues: Sequence[Dialogue],
+    features: Sequence[torch.Tensor],
+    policy: DecisionPolicy | None = None,
+) -> dict[str, Any]:
+    """Event precision/recall/delay per kind and frame-level accuracy over ``dialogues``."""
+    policy = policy or DecisionPolicy()
+    tallies = {kind: EventTally() for kind in _NAMES}
+    confusion = np.zeros((3, 3), dtype=np.int64)
+    for dialogue, feats in zip(dialogues, features, strict=True):
+        probs = predict(model, feats, dialogue.speaking)
+        decisions = policy.decide(probs, torch.from_numpy(dialogue.speaking))
+        tally_dialogue(dialogue, decisions, tallies)
+        np.add.at(confusion, (dialogue.labels(), probs.argmax(-1).numpy()), 1)
+    result: dict[str, Any] = {_NAMES[kind]: tally.summary() for kind, tally in tallies.items()}
+    result["frame_accuracy"] = float(np.trace(confusion) / confusion.sum())
+    result["frame_confusion"] = confusion.tolist()  # rows: label, columns: argmax prediction
+    result["dialogues"] = len(dialogues)
+    result["noise_bursts"] = sum(len(d.bursts) for d in dialogues)
+    result["seconds"] = float(sum(d.n_frames for d in dialogues) * frame_end(0))
+    return result

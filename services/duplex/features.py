@@ -1,0 +1,61 @@
+"""The predictor's input features, computed exactly as the runtime listen path computes them.
+
+The listen path opens a spoken user turn in a backbone session (ChatML ``<|im_start|>user\\n
+<|audio_bos|>``) and appends the encoder's embeddings as they arrive; the backbone's last-layer
+states at those speech positions are what the predictor reads. Training on anything else (e.g. the
+encoder's output directly) would teach it features it never sees in service.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from services.backbone import Backbone, ChatPrompt, SmokeByteTokenizer, TextTurn, Tokenizer
+from services.backbone import build_smoke as build_smoke_backbone
+from services.duplex.fingerprint import weights_fingerprint
+from services.encoder import SpeechEncoder
+from services.encoder import build_smoke as build_smoke_encoder
+from services.smoke_seeds import BACKBONE_SEED, ENCODER_SEED
+
+# ``fingerprint(encoder, backbone)`` is what a checkpoint's ``feature_fingerprint`` must equal.
+fingerprint = weights_fingerprint
+
+
+class FeatureExtractor:
+    """PCM of one listen session -> backbone hidden states of its speech frames ``[T, llm_dim]``."""
+
+    def __init__(self, encoder: SpeechEncoder, backbone: Backbone, tokenizer: Tokenizer) -> None:
+        self.encoder = encoder
+        self.backbone = backbone
+        self.prompt = ChatPrompt(tokenizer)
+
+    @property
+    def fingerprint(self) -> str:
+        return weights_fingerprint(self.encoder, self.backbone)
+
+    def prefix(self, history: Sequence[tuple[str, str]] = ()) -> list[int]:
+        """Token ids before the speech: earlier text turns, then the opening of a spoken user turn."""
+        ids: list[int] = []
+        turns = [TextTurn("user" if role == "user" else "assistant", text) for role, text in history]
+        for segment in self.prompt.conversation(turns):
+            assert isinstance(segment, list), "text turns have no speech slots"
+            ids.extend(segment)
+        return [*ids, *self.prompt.user_speech_open()]
+
+    def __call__(self, pcm: np.ndarray, history: Sequence[tuple[str, str]] = ()) -> torch.Tensor:
+        # Whole-utterance encoding equals the chunked encoder stream, and one backbone append equals
+        # many (causal attention), up to float rounding: tests/unit/test_duplex_features.py checks it.
+        embeds = self.encoder.encode(pcm.astype(np.float32, copy=False))
+        session = self.backbone.new_session()
+        session.append(ids=self.prefix(history))
+        return session.append(embeds=embeds).float()
+
+
+def smoke_extractor() -> FeatureExtractor:
+    """The extractor over the seeded smoke encoder and backbone that the smoke weights build ships."""
+    return FeatureExtractor(
+        build_smoke_encoder(ENCODER_SEED), build_smoke_backbone(BACKBONE_SEED), SmokeByteTokenizer()
+    )
