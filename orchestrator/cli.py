@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 
     demo_cmd = commands.add_parser("demo", help="one spoken question through the five models on Triton")
     demo_cmd.add_argument("--triton", default="127.0.0.1:8001")
+    demo_cmd.add_argument("--metrics", default="http://127.0.0.1:8002/metrics")
     demo_cmd.add_argument("--out", type=Path, default=Path("out/reply.wav"))
     demo_cmd.add_argument("--realtime", action="store_true")
     demo_cmd.set_defaults(run=_demo)

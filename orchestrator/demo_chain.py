@@ -14,6 +14,7 @@ import asyncio
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from orchestrator.stages.ids import new_stream_id
 from orchestrator.stages.listen import ListenPath
 from orchestrator.stages.speak import AudioDelta, SpeakConfig, SpeakPath, TextDelta
 from orchestrator.triton.client import TritonModels
-from orchestrator.triton_stats import MODELS, diff, format_table
+from orchestrator.triton_stats import MODELS, Snapshot, diff, format_table, scrape_work
 from services.backbone import ChatPrompt, SmokeByteTokenizer
 from services.duplex import Decision
 from services.duplex.policy import DecisionPolicy
@@ -54,11 +55,17 @@ def spoken_question(text: str, trailing_silence_s: float = 1.6) -> np.ndarray:
     return np.concatenate([lead, speech, tail])
 
 
-async def run_demo(triton_url: str, text: str, out: Path, *, realtime: bool, log=print) -> DemoResult:
+async def snapshot(models: TritonModels, metrics_url: str) -> Snapshot:
+    return Snapshot({m: await models.statistics(m) for m in MODELS}, scrape_work(metrics_url))
+
+
+async def run_demo(
+    triton_url: str, metrics_url: str, text: str, out: Path, *, realtime: bool, log: Callable[[str], None] = print
+) -> DemoResult:
     models = TritonModels(triton_url)
     tokenizer = SmokeByteTokenizer()
     prompt = ChatPrompt(tokenizer)
-    before = {m: await models.statistics(m) for m in MODELS}
+    before = await snapshot(models, metrics_url)
     pcm = spoken_question(text)
     log(f"user: {text!r} ({len(pcm) / INPUT_RATE:.2f} s of espeak-ng speech at 16 kHz)")
 
@@ -81,7 +88,7 @@ async def run_demo(triton_url: str, text: str, out: Path, *, realtime: bool, log
         last = offset + chunk >= len(pcm)
         step = await listen.push(piece, speaking=False, end=last)
         user_embeddings.append(step.embeddings)
-        decided = [gate.step(torch.from_numpy(p), speaking=False) for p in step.probs]
+        decided = [gate.step(torch.tensor(p), speaking=False) for p in step.probs]
         if Decision.RESPOND_NOW in decided:
             audio_s = (offset + len(piece)) / INPUT_RATE
             respond_after_ms = (audio_s - (speech_end_s - 1.6)) * 1000
@@ -99,7 +106,7 @@ async def run_demo(triton_url: str, text: str, out: Path, *, realtime: bool, log
         prompt_ids=prompt.user_speech_close() + prompt.assistant_open(),
         user_embedding=np.concatenate(user_embeddings).mean(axis=0),
         decode=tokenizer.decode,
-        config=SpeakConfig(max_new_tokens=40),
+        config=SpeakConfig(max_new_tokens=40, temperature=0.8, seed=7),
     )
     audio: list[np.ndarray] = []
     token_ids: list[int] = []
@@ -117,8 +124,8 @@ async def run_demo(triton_url: str, text: str, out: Path, *, realtime: bool, log
     reply = np.concatenate(audio) if audio else np.zeros(0, np.float32)
     out.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(out), reply, OUTPUT_RATE, subtype="PCM_16")
-    after = {m: await models.statistics(m) for m in MODELS}
-    table = format_table([diff(m, before[m], after[m]) for m in MODELS])
+    after = await snapshot(models, metrics_url)
+    table = format_table([diff(m, before, after) for m in MODELS])
     await models.close()
     t = speak.timings
     reply_text = tokenizer.decode(token_ids)
@@ -129,18 +136,22 @@ async def run_demo(triton_url: str, text: str, out: Path, *, realtime: bool, log
         f"{t.speech_tokens} speech tokens -> {len(reply) / OUTPUT_RATE:.2f} s of audio"
     )
     log(f"reply written to {out} ({OUTPUT_RATE} Hz, {len(reply)} samples)")
-    log("per-model time from Triton's statistics API:\n" + table)
+    log(
+        "per-model time (queue/execute: Triton's statistics API; work: minmo_compute_seconds_total, "
+        "which also covers the decoupled models' streaming work):\n" + table
+    )
     return DemoResult(out, len(reply) / OUTPUT_RATE, reply_text, respond_after_ms, t.first_audio_ms, table)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--triton", default="127.0.0.1:8001", help="Triton gRPC address")
+    parser.add_argument("--metrics", default="http://127.0.0.1:8002/metrics", help="Triton metrics URL")
     parser.add_argument("--text", default="Hello there. What is the weather like in Paris today?")
     parser.add_argument("--out", type=Path, default=Path("out/reply.wav"))
     parser.add_argument("--realtime", action="store_true", help="send audio at real-time pace")
     args = parser.parse_args(argv)
-    asyncio.run(run_demo(args.triton, args.text, args.out, realtime=args.realtime))
+    asyncio.run(run_demo(args.triton, args.metrics, args.text, args.out, realtime=args.realtime))
     return 0
 
 

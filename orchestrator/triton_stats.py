@@ -1,15 +1,27 @@
-"""Per-model time from Triton's own statistics API, as a difference over one run.
+"""Per-model time over one run: Triton's statistics API plus the models' own work counters.
 
 Triton reports cumulative nanoseconds per model (queue, compute input/infer/output) and request
-counts; the difference between two snapshots is what one run cost each model.
+counts; the difference between two snapshots is what one run cost each model. For the decoupled
+models Triton's compute time covers only ``execute()``, which hands the request to a worker thread,
+so the table also shows ``minmo_compute_seconds_total`` from Triton's metrics endpoint: the time
+the model spent on the work, from its first input read to its FINAL flag.
 """
 
 from __future__ import annotations
 
+import re
+import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
 MODELS = ("encoder", "backbone", "duplex", "speech_lm", "vocoder")
+_SAMPLE = re.compile(r'^(minmo_compute_(?:seconds|requests)_total)\{[^}]*model="([^"]+)"[^}]*\} (\S+)$', re.M)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    triton: dict[str, dict[str, Any]]  # model -> Triton's model_stats entry
+    work: dict[str, tuple[float, float]]  # model -> (seconds, requests) from the work counters
 
 
 @dataclass(frozen=True)
@@ -17,11 +29,22 @@ class ModelTime:
     model: str
     requests: int
     queue_ms: float
-    compute_ms: float
+    execute_ms: float
+    work_ms: float
 
     @property
-    def compute_ms_per_request(self) -> float:
-        return self.compute_ms / self.requests if self.requests else 0.0
+    def work_ms_per_request(self) -> float:
+        return self.work_ms / self.requests if self.requests else 0.0
+
+
+def scrape_work(metrics_url: str) -> dict[str, tuple[float, float]]:
+    with urllib.request.urlopen(metrics_url, timeout=5) as response:
+        text = response.read().decode()
+    work: dict[str, list[float]] = {}
+    for name, model, value in _SAMPLE.findall(text):
+        index = 0 if name.endswith("seconds_total") else 1
+        work.setdefault(model, [0.0, 0.0])[index] = float(value)
+    return {model: (v[0], v[1]) for model, v in work.items()}
 
 
 def _ns(stats: dict[str, Any], key: str) -> int:
@@ -32,22 +55,26 @@ def _count(stats: dict[str, Any]) -> int:
     return int(stats.get("inference_stats", {}).get("success", {}).get("count", 0))
 
 
-def diff(model: str, before: dict[str, Any], after: dict[str, Any]) -> ModelTime:
-    compute_keys = ("compute_input", "compute_infer", "compute_output")
-    compute = sum(_ns(after, k) - _ns(before, k) for k in compute_keys)
+def diff(model: str, before: Snapshot, after: Snapshot) -> ModelTime:
+    b, a = before.triton[model], after.triton[model]
+    execute = sum(_ns(a, k) - _ns(b, k) for k in ("compute_input", "compute_infer", "compute_output"))
+    work_before = before.work.get(model, (0.0, 0.0))
+    work_after = after.work.get(model, (0.0, 0.0))
     return ModelTime(
         model=model,
-        requests=_count(after) - _count(before),
-        queue_ms=(_ns(after, "queue") - _ns(before, "queue")) / 1e6,
-        compute_ms=compute / 1e6,
+        requests=_count(a) - _count(b),
+        queue_ms=(_ns(a, "queue") - _ns(b, "queue")) / 1e6,
+        execute_ms=execute / 1e6,
+        work_ms=(work_after[0] - work_before[0]) * 1000,
     )
 
 
 def format_table(rows: list[ModelTime]) -> str:
-    lines = [f"{'model':10s} {'requests':>8s} {'queue ms':>9s} {'compute ms':>11s} {'ms/request':>11s}"]
+    header = f"{'model':10s} {'requests':>8s} {'queue ms':>9s} {'execute ms':>11s} {'work ms':>9s} {'work ms/req':>12s}"
+    lines = [header]
     for row in rows:
         lines.append(
-            f"{row.model:10s} {row.requests:8d} {row.queue_ms:9.1f} {row.compute_ms:11.1f} "
-            f"{row.compute_ms_per_request:11.2f}"
+            f"{row.model:10s} {row.requests:8d} {row.queue_ms:9.1f} {row.execute_ms:11.1f} "
+            f"{row.work_ms:9.1f} {row.work_ms_per_request:12.2f}"
         )
     return "\n".join(lines)

@@ -118,6 +118,10 @@ class TritonProcess:
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.ports.http}"
 
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.metrics}/metrics"
+
     def log_tail(self, lines: int = 60) -> str:
         if not self.log_path.exists():
             return ""

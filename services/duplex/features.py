@@ -20,9 +20,6 @@ from services.encoder import SpeechEncoder
 from services.encoder import build_smoke as build_smoke_encoder
 from services.smoke_seeds import BACKBONE_SEED, ENCODER_SEED
 
-# ``fingerprint(encoder, backbone)`` is what a checkpoint's ``feature_fingerprint`` must equal.
-fingerprint = weights_fingerprint
-
 
 class FeatureExtractor:
     """PCM of one listen session -> backbone hidden states of its speech frames ``[T, llm_dim]``."""

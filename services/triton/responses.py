@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from services.common.stream_state import UnknownStreamError
+from services.triton.metrics import ComputeMeter
 from services.triton.tensors import InvalidInputError
 
 INVALID_PREFIX = "invalid request: "
@@ -38,6 +39,7 @@ def stream_responses(
     model: str,
     request: Any,
     produce: Callable[[Callable[[], bool]], Iterator[Any]],
+    meter: ComputeMeter,
     on_cancel: Callable[[], None] | None = None,
 ) -> None:
     """Send every response ``produce`` yields, then FINAL; on error send it as the final response.
@@ -45,6 +47,17 @@ def stream_responses(
     ``produce`` receives an ``is_cancelled`` callable to poll between steps so that a cancelled
     generation stops within one step.
     """
+
+    with meter.measure():
+        _stream(model, request, produce, on_cancel)
+
+
+def _stream(
+    model: str,
+    request: Any,
+    produce: Callable[[Callable[[], bool]], Iterator[Any]],
+    on_cancel: Callable[[], None] | None,
+) -> None:
     import triton_python_backend_utils as pb_utils
 
     sender = request.get_response_sender()

@@ -16,7 +16,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 async def test_demo_writes_a_24khz_reply_and_reports_every_stage(triton: TritonProcess, tmp_path: Path) -> None:
     lines: list[str] = []
     out = tmp_path / "reply.wav"
-    result = await run_demo(triton.grpc_url, "Hello there. What time is it?", out, realtime=False, log=lines.append)
+    result = await run_demo(
+        triton.grpc_url, triton.metrics_url, "Hello there. What time is it?", out, realtime=False, log=lines.append
+    )
     audio, rate = sf.read(str(out), dtype="float32")
     assert rate == 24_000
     assert len(audio) > 0 and len(audio) % 960 == 0  # whole speech tokens, 40 ms each
@@ -27,4 +29,5 @@ async def test_demo_writes_a_24khz_reply_and_reports_every_stage(triton: TritonP
     assert 0 < result.respond_after_ms < 1600
     for model in ("encoder", "backbone", "duplex", "speech_lm", "vocoder"):
         row = next(line for line in result.stage_table.splitlines() if line.startswith(model))
-        assert int(row.split()[1]) > 0, row
+        requests, work_ms = int(row.split()[1]), float(row.split()[4])
+        assert requests > 0 and work_ms > 0, row

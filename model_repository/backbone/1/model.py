@@ -13,6 +13,7 @@ import triton_python_backend_utils as pb_utils
 from services import backbone
 from services.backbone.tokenizer import ENDOFTEXT
 from services.triton.contracts import BackboneRequest
+from services.triton.metrics import ComputeMeter
 from services.triton.ordered_executor import OrderedExecutor
 from services.triton.params import ModelParameters
 from services.triton.requests import SequenceFlags, input_getter, sequence_flags
@@ -32,6 +33,7 @@ class TritonPythonModel:
         self.stop_ids = sorted({tokenizer.eos_id, tokenizer.special_token_id(ENDOFTEXT)})
         self.max_new_tokens = params.get_int("max_new_tokens_limit", 2048)
         self.streams: StreamRegistry[backbone.BackboneSession] = StreamRegistry(params)
+        self.meter = ComputeMeter(params.model_name)
         self.executor = OrderedExecutor(params.get_int("worker_threads", 2), "backbone")
 
     def execute(self, requests: list[Any]) -> None:
@@ -43,7 +45,7 @@ class TritonPythonModel:
         self.executor.shutdown()
 
     def _serve(self, request: Any) -> None:
-        stream_responses("backbone", request, functools.partial(self._responses, request))
+        stream_responses("backbone", request, functools.partial(self._responses, request), self.meter)
 
     def _responses(self, request: Any, is_cancelled: Callable[[], bool]) -> Iterator[Any]:
         flags = sequence_flags(request)

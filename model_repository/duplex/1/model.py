@@ -10,6 +10,7 @@ import triton_python_backend_utils as pb_utils
 
 from services import duplex
 from services.triton.contracts import DuplexRequest
+from services.triton.metrics import ComputeMeter
 from services.triton.params import ModelParameters
 from services.triton.requests import input_getter, sequence_flags
 from services.triton.responses import error_for, log_unexpected
@@ -23,9 +24,14 @@ class TritonPythonModel:
         self.model = duplex.load(params.weights_dir("duplex"))
         self.width = self.model.config.llm_dim
         self.streams: StreamRegistry[duplex.DuplexStream] = StreamRegistry(params)
+        self.meter = ComputeMeter(params.model_name)
 
     def execute(self, requests: list[Any]) -> list[Any]:
-        return [self._respond(request) for request in requests]
+        responses = []
+        for request in requests:
+            with self.meter.measure():
+                responses.append(self._respond(request))
+        return responses
 
     def _respond(self, request: Any) -> Any:
         try:

@@ -10,6 +10,7 @@ import triton_python_backend_utils as pb_utils
 
 from services import encoder
 from services.triton.contracts import EncoderRequest
+from services.triton.metrics import ComputeMeter
 from services.triton.params import ModelParameters
 from services.triton.requests import input_getter, sequence_flags
 from services.triton.responses import error_for, log_unexpected
@@ -22,9 +23,14 @@ class TritonPythonModel:
         torch.set_num_threads(params.get_int("torch_threads", 1))
         self.model = encoder.load(params.weights_dir("encoder"))
         self.streams: StreamRegistry[encoder.EncoderStream] = StreamRegistry(params)
+        self.meter = ComputeMeter(params.model_name)
 
     def execute(self, requests: list[Any]) -> list[Any]:
-        return [self._respond(request) for request in requests]
+        responses = []
+        for request in requests:
+            with self.meter.measure():
+                responses.append(self._respond(request))
+        return responses
 
     def _respond(self, request: Any) -> Any:
         try:

@@ -12,6 +12,7 @@ import triton_python_backend_utils as pb_utils
 
 from services import speech_lm
 from services.triton.contracts import SpeechLMRequest
+from services.triton.metrics import ComputeMeter
 from services.triton.ordered_executor import OrderedExecutor
 from services.triton.params import ModelParameters
 from services.triton.requests import input_getter, sequence_flags
@@ -29,6 +30,7 @@ class TritonPythonModel:
         self.tokens_per_group = self.model.config.tokens_per_group
         self.max_tokens = params.get_int("max_tokens_limit", 4096)
         self.streams: StreamRegistry[speech_lm.SpeechLMStream] = StreamRegistry(params)
+        self.meter = ComputeMeter(params.model_name)
         self.executor = OrderedExecutor(params.get_int("worker_threads", 2), "speech_lm")
 
     def execute(self, requests: list[Any]) -> None:
@@ -46,6 +48,7 @@ class TritonPythonModel:
             "speech_lm",
             request,
             functools.partial(self._responses, request),
+            self.meter,
             on_cancel=lambda: self.streams.close(stream_id),
         )
 

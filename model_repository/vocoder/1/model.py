@@ -12,6 +12,7 @@ import triton_python_backend_utils as pb_utils
 
 from services import vocoder
 from services.triton.contracts import VocoderRequest
+from services.triton.metrics import ComputeMeter
 from services.triton.ordered_executor import OrderedExecutor
 from services.triton.params import ModelParameters
 from services.triton.requests import input_getter, sequence_flags
@@ -27,6 +28,7 @@ class TritonPythonModel:
         self.token_count = self.model.config.speech_token_size
         self.speaker_dim = self.model.config.speaker_dim
         self.streams: StreamRegistry[vocoder.VocoderStream] = StreamRegistry(params)
+        self.meter = ComputeMeter(params.model_name)
         self.executor = OrderedExecutor(params.get_int("worker_threads", 2), "vocoder")
 
     def execute(self, requests: list[Any]) -> None:
@@ -43,6 +45,7 @@ class TritonPythonModel:
             "vocoder",
             request,
             functools.partial(self._responses, request),
+            self.meter,
             on_cancel=lambda: self.streams.close(stream_id),
         )
 
