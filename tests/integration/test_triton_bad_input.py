@@ -28,7 +28,7 @@ async def _encoder_still_serves(models: TritonModels) -> None:
         (np.full(1600, np.nan, np.float32), "NaN"),
         (np.full(1600, 1000.0, np.float32), "divide int16 samples by 32768"),
         (np.zeros((2, 800), np.float32), "dimension"),
-        (np.zeros(1600, np.int16), "data type"),
+        (np.zeros(1600, np.int16), "data-type is 'INT16'"),
     ],
     ids=["empty", "nan", "int16-scale", "2d", "wrong-dtype"],
 )
