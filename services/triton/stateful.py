@@ -8,6 +8,7 @@ visible on Triton's own ``/metrics``.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -34,6 +35,20 @@ class StreamRegistry(Generic[StateT]):
             kind=pb_utils.MetricFamily.GAUGE,
         )
         self._gauge = self._family.Metric(labels={"model": params.model_name})
+        # Idle streams must be freed even when no request arrives to notice them.
+        idle = params.get_float("stream_idle_seconds", 600.0)
+        self._stop = threading.Event()
+        self._sweeper = threading.Thread(
+            target=self._sweep, args=(min(idle / 2, 30.0),), name=f"{params.model_name}-sweeper", daemon=True
+        )
+        self._sweeper.start()
+
+    def _sweep(self, period: float) -> None:
+        while not self._stop.wait(period):
+            self._refresh_gauge()
+
+    def shutdown(self) -> None:
+        self._stop.set()
 
     def open_or_get(self, flags: SequenceFlags, create: Callable[[], StateT]) -> StateT:
         """A START request (re)creates the stream's state; any other request must find it."""

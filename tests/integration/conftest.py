@@ -23,7 +23,9 @@ from tests.conftest import REPO_ROOT
 def triton(smoke_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonProcess]:
     run_dir = tmp_path_factory.mktemp("triton")
     ports = TritonPorts(http=free_port(), grpc=free_port(), metrics=free_port())
-    server = start_triton(REPO_ROOT / "model_repository", smoke_weights, run_dir, ports)
+    # Explicit model control lets a test reload a model with other parameters (idle expiry).
+    explicit = ("--model-control-mode=explicit", "--load-model=*")
+    server = start_triton(REPO_ROOT / "model_repository", smoke_weights, run_dir, ports, extra_args=explicit)
     try:
         wait_until_ready(server)
     except StackError as exc:

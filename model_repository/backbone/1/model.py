@@ -43,6 +43,7 @@ class TritonPythonModel:
 
     def finalize(self) -> None:
         self.executor.shutdown()
+        self.streams.shutdown()
 
     def _serve(self, request: Any) -> None:
         stream_responses("backbone", request, functools.partial(self._responses, request), self.meter)

@@ -33,6 +33,9 @@ class TritonPythonModel:
                 responses.append(self._respond(request))
         return responses
 
+    def finalize(self) -> None:
+        self.streams.shutdown()
+
     def _respond(self, request: Any) -> Any:
         try:
             flags = sequence_flags(request)

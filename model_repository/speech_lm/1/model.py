@@ -40,6 +40,7 @@ class TritonPythonModel:
 
     def finalize(self) -> None:
         self.executor.shutdown()
+        self.streams.shutdown()
 
     def _serve(self, request: Any) -> None:
         # A cancelled turn is over: its stream is freed at once instead of waiting for the idle timeout.

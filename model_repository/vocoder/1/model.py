@@ -38,6 +38,7 @@ class TritonPythonModel:
 
     def finalize(self) -> None:
         self.executor.shutdown()
+        self.streams.shutdown()
 
     def _serve(self, request: Any) -> None:
         stream_id = int(request.correlation_id())
