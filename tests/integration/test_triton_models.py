@@ -58,7 +58,7 @@ async def test_backbone_cancellation_stops_generation(models: TritonModels) -> N
     session = new_stream_id()
     stream = models.open_stream("backbone")
     prompt = np.arange(10, 20, dtype=np.int32)
-    limit = 4000
+    limit = 2000
     seen = 0
     async for out in stream.request(
         {
