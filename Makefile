@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 WEIGHTS := weights/smoke
 STAMP := $(VENV)/.installed
 
-.PHONY: install weights up down demo test lint unit integration protos clean
+.PHONY: install weights up down demo test lint perf clean
 
 # System packages (espeak-ng and sox for test speech, Debian's libpython3.11 for the Triton Python
 # stub, redis-server) and the venv. Re-runs only when pyproject.toml changes.
@@ -34,10 +34,15 @@ demo: weights
 	$(VENV)/bin/minmo stack up --weights $(WEIGHTS)
 	$(VENV)/bin/minmo demo --out out/reply.wav
 
+# Per-stage latency of the streaming paths against the local stack (started if it is not up).
+perf: weights
+	@curl -sf -o /dev/null http://127.0.0.1:8000/v2/health/ready || $(VENV)/bin/minmo stack up --weights $(WEIGHTS)
+	$(PY) -m perf.stage_latency --repeats 5
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy services orchestrator
+	$(VENV)/bin/mypy services orchestrator perf
 
 test: weights lint
 	$(PY) -m pytest -q

@@ -1,0 +1,1 @@
+"""Benchmarks of the streaming paths (run by `make perf`, never by the tests)."""
