@@ -68,11 +68,9 @@ def classify(model: str, exc: Exception) -> TritonStageError:
     status = exc.status() if isinstance(exc, InferenceServerException) else None
     text = f"{status or ''} {message}"
     if "UNAVAILABLE" in text or "failed to connect" in text or "is not ready" in text or "unknown model" in text:
-        return TritonUnavailableError(model, message)
-    invalid = any(
-        marker in text for marker in ("INVALID_ARG", INVALID_PREFIX, "must specify the START flag", "unexpected")
-    )
-    return TritonStageError(model, message, invalid=invalid)
+        return TritonUnavailableError(model, message, status=str(status or ""))
+    invalid = any(marker in text for marker in _INVALID_MARKERS)
+    return TritonStageError(model, message, invalid=invalid, status=str(status or ""))
 
 
 class TritonModels:

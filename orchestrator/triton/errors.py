@@ -6,11 +6,12 @@ from __future__ import annotations
 class TritonStageError(RuntimeError):
     """A model answered with an error (``invalid`` means the request was malformed)."""
 
-    def __init__(self, model: str, message: str, *, invalid: bool = False) -> None:
+    def __init__(self, model: str, message: str, *, invalid: bool = False, status: str = "") -> None:
         super().__init__(f"{model}: {message}")
         self.model = model
         self.message = message
         self.invalid = invalid
+        self.status = status  # the gRPC status Triton answered with; empty for errors inside a stream
 
 
 class TritonUnavailableError(TritonStageError):

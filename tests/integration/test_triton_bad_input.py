@@ -38,7 +38,7 @@ async def test_encoder_rejects_bad_audio_and_keeps_serving(
     with pytest.raises(TritonStageError) as info:
         await models.infer("encoder", {"AUDIO": audio}, sequence_id=new_stream_id(), start=True)
     assert fragment.lower() in info.value.message.lower(), info.value.message
-    assert info.value.invalid
+    assert info.value.status == "StatusCode.INVALID_ARGUMENT" and info.value.invalid
     await _encoder_still_serves(models)
 
 
@@ -55,6 +55,7 @@ async def test_unknown_stream_is_rejected(models: TritonModels) -> None:
     with pytest.raises(TritonStageError) as info:
         await models.infer("encoder", {"AUDIO": GOOD_AUDIO}, sequence_id=new_stream_id())
     assert "START" in info.value.message
+    assert info.value.status == "StatusCode.INVALID_ARGUMENT"
     await _encoder_still_serves(models)
 
 
