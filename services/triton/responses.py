@@ -40,7 +40,7 @@ def stream_responses(
     request: Any,
     produce: Callable[[Callable[[], bool]], Iterator[Any]],
     meter: ComputeMeter,
-    on_cancel: Callable[[], None] | None = None,
+    on_cancel: Callable[[], object] | None = None,
 ) -> None:
     """Send every response ``produce`` yields, then FINAL; on error send it as the final response.
 
@@ -56,7 +56,7 @@ def _stream(
     model: str,
     request: Any,
     produce: Callable[[Callable[[], bool]], Iterator[Any]],
-    on_cancel: Callable[[], None] | None,
+    on_cancel: Callable[[], object] | None,
 ) -> None:
     import triton_python_backend_utils as pb_utils
 

@@ -13,79 +13,57 @@ import triton_python_backend_utils as pb_utils
 from services import backbone
 from services.backbone.tokenizer import ENDOFTEXT
 from services.triton.contracts import BackboneRequest
-from services.triton.metrics import ComputeMeter
-from services.triton.ordered_executor import OrderedExecutor
-from services.triton.params import ModelParameters
-from services.triton.requests import SequenceFlags, input_getter, sequence_flags
-from services.triton.responses import stream_responses
-from services.triton.stateful import StreamRegistry
+from services.triton.requests import SequenceFlags, input_getter
+from services.triton.serving import ModelServing
 from services.triton.tensors import InvalidInputError
 
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
-        params = ModelParameters.from_args(args)
-        torch.set_num_threads(params.get_int("torch_threads", 1))
-        self.model = backbone.load(params.weights_dir("backbone"))
+        self.serving: ModelServing[backbone.BackboneSession] = ModelServing(args, decoupled=True)
+        self.model = backbone.load(self.serving.params.weights_dir("backbone"))
         self.vocab_size = self.model.config.vocab_size
         self.width = self.model.config.hidden_size
         tokenizer = backbone.SmokeByteTokenizer()
         self.stop_ids = sorted({tokenizer.eos_id, tokenizer.special_token_id(ENDOFTEXT)})
-        self.max_new_tokens = params.get_int("max_new_tokens_limit", 2048)
-        self.streams: StreamRegistry[backbone.BackboneSession] = StreamRegistry(params)
-        self.meter = ComputeMeter(params.model_name)
-        self.executor = OrderedExecutor(params.get_int("worker_threads", 2), "backbone")
+        self.max_new_tokens = self.serving.params.get_int("max_new_tokens_limit", 2048)
 
     def execute(self, requests: list[Any]) -> None:
-        for request in requests:
-            self.executor.submit(request.correlation_id(), functools.partial(self._serve, request))
-        return None
+        # A cancelled generation leaves a consistent context: the session lives on.
+        self.serving.stream_all(requests, self._responses, free_on_cancel=False)
 
     def finalize(self) -> None:
-        self.executor.shutdown()
-        self.streams.shutdown()
+        self.serving.shutdown()
 
-    def _serve(self, request: Any) -> None:
-        stream_responses("backbone", request, functools.partial(self._responses, request), self.meter)
-
-    def _responses(self, request: Any, is_cancelled: Callable[[], bool]) -> Iterator[Any]:
-        flags = sequence_flags(request)
-        try:
-            job = BackboneRequest.parse(
-                input_getter(request),
-                vocab_size=self.vocab_size,
-                width=self.width,
-                max_new_tokens_limit=self.max_new_tokens,
-            )
-            session = self.streams.open_or_get(flags, functools.partial(self._new_session, flags, job.fork_from))
-            with torch.inference_mode():
-                yield self._prefill(session, job)
-                for token in session.generate(
-                    job.max_new_tokens,
-                    temperature=job.sampling.temperature,
-                    top_k=job.sampling.top_k,
-                    top_p=job.sampling.top_p,
-                    seed=job.sampling.seed,
-                    stop_ids=self.stop_ids,
-                ):
-                    yield _response(
-                        np.array([token.token_id], dtype=np.int32),
-                        token.hidden[None],
-                        token.embedding[None],
-                        session.length,
-                    )
-                    if is_cancelled():
-                        return
-        finally:
-            if flags.end:
-                self.streams.close(flags.stream_id)
+    def _responses(self, request: Any, flags: SequenceFlags, is_cancelled: Callable[[], bool]) -> Iterator[Any]:
+        job = BackboneRequest.parse(
+            input_getter(request),
+            vocab_size=self.vocab_size,
+            width=self.width,
+            max_new_tokens_limit=self.max_new_tokens,
+        )
+        session = self.serving.streams.open_or_get(flags, functools.partial(self._new_session, flags, job.fork_from))
+        with torch.inference_mode():
+            yield self._prefill(session, job)
+        for token in session.generate(
+            job.max_new_tokens,
+            temperature=job.sampling.temperature,
+            top_k=job.sampling.top_k,
+            top_p=job.sampling.top_p,
+            seed=job.sampling.seed,
+            stop_ids=self.stop_ids,
+        ):
+            ids = np.array([token.token_id], dtype=np.int32)
+            yield _response(ids, token.hidden[None], token.embedding[None], session.length)
+            if is_cancelled():
+                return
 
     def _new_session(self, flags: SequenceFlags, fork_from: int) -> backbone.BackboneSession:
         if not fork_from:
             return self.model.new_session()
         if fork_from == flags.stream_id:
             raise InvalidInputError("FORK_FROM must name another stream than the one being started")
-        return self.streams.get(fork_from).fork()
+        return self.serving.streams.get(fork_from).fork()
 
     def _prefill(self, session: backbone.BackboneSession, job: BackboneRequest) -> Any:
         if job.truncate_to >= 0:

@@ -10,49 +10,30 @@ import triton_python_backend_utils as pb_utils
 
 from services import encoder
 from services.triton.contracts import EncoderRequest
-from services.triton.metrics import ComputeMeter
-from services.triton.params import ModelParameters
-from services.triton.requests import input_getter, sequence_flags
-from services.triton.responses import error_for, log_unexpected
-from services.triton.stateful import StreamRegistry
+from services.triton.requests import SequenceFlags, input_getter
+from services.triton.serving import ModelServing
 
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
-        params = ModelParameters.from_args(args)
-        torch.set_num_threads(params.get_int("torch_threads", 1))
-        self.model = encoder.load(params.weights_dir("encoder"))
-        self.streams: StreamRegistry[encoder.EncoderStream] = StreamRegistry(params)
-        self.meter = ComputeMeter(params.model_name)
+        self.serving: ModelServing[encoder.EncoderStream] = ModelServing(args, decoupled=False)
+        self.model = encoder.load(self.serving.params.weights_dir("encoder"))
 
     def execute(self, requests: list[Any]) -> list[Any]:
-        responses = []
-        for request in requests:
-            with self.meter.measure():
-                responses.append(self._respond(request))
-        return responses
+        return self.serving.respond_all(requests, self._respond)
 
     def finalize(self) -> None:
-        self.streams.shutdown()
+        self.serving.shutdown()
 
-    def _respond(self, request: Any) -> Any:
-        try:
-            flags = sequence_flags(request)
-            try:
-                parsed = EncoderRequest.parse(input_getter(request), end=flags.end)
-                stream = self.streams.open_or_get(flags, self.model.new_stream)
-                offset = stream.frames_emitted
-                with torch.inference_mode():
-                    embeddings = stream.push(parsed.audio, final=flags.end)
-            finally:
-                if flags.end:
-                    self.streams.close(flags.stream_id)
-            return pb_utils.InferenceResponse(
-                [
-                    pb_utils.Tensor("EMBEDDINGS", embeddings.numpy().astype(np.float32)[None]),
-                    pb_utils.Tensor("FRAME_OFFSET", np.array([[offset]], dtype=np.int64)),
-                ]
-            )
-        except Exception as exc:
-            log_unexpected("encoder", exc)
-            return pb_utils.InferenceResponse(error=error_for(exc))
+    def _respond(self, request: Any, flags: SequenceFlags) -> Any:
+        parsed = EncoderRequest.parse(input_getter(request), end=flags.end)
+        stream = self.serving.streams.open_or_get(flags, self.model.new_stream)
+        offset = stream.frames_emitted
+        with torch.inference_mode():
+            embeddings = stream.push(parsed.audio, final=flags.end)
+        return pb_utils.InferenceResponse(
+            [
+                pb_utils.Tensor("EMBEDDINGS", embeddings.numpy().astype(np.float32)[None]),
+                pb_utils.Tensor("FRAME_OFFSET", np.array([[offset]], dtype=np.int64)),
+            ]
+        )
