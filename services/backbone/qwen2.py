@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from services.backbone.kv_cache import KVCache
+from services.common.config import check_fields
 
 # 256 byte ids + 5 chat/audio specials; kept in sync with SmokeByteTokenizer by a unit test.
 SMOKE_VOCAB_SIZE = 261
@@ -63,10 +64,7 @@ class Qwen2Config:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Self:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown Qwen2Config fields: {', '.join(unknown)}")
+        check_fields(cls, d)
         return cls(**d)
 
     @classmethod

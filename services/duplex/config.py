@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Self
 
+from services.common.config import check_fields
+
 
 @dataclass(frozen=True)
 class DuplexConfig:
@@ -44,10 +46,7 @@ class DuplexConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Self:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown DuplexConfig fields: {', '.join(unknown)}")
+        check_fields(cls, d)
         return cls(**d)
 
     @classmethod

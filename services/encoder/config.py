@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
+
+from services.common.config import check_fields
 
 
 @dataclass(frozen=True)
@@ -82,10 +84,7 @@ class EncoderConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EncoderConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"EncoderConfig.from_dict: unknown fields {unknown}")
+        check_fields(cls, d)
         return cls(**d)
 
     @classmethod

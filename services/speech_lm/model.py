@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from services.backbone.qwen2 import Qwen2Config, Qwen2Model
+from services.common.config import check_fields
 from services.speech_lm.stream import SpeechLMStream
 
 
@@ -61,10 +62,7 @@ class SpeechLMConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Self:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown SpeechLMConfig fields: {', '.join(unknown)}")
+        check_fields(cls, d)
         return cls(**{**d, "body": Qwen2Config.from_dict(dict(d["body"]))})
 
     @classmethod

@@ -7,8 +7,10 @@ hyper-parameters can be read across one to one by the importer.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any, Self
+
+from services.common.config import check_fields
 
 SAMPLE_RATE = 24000
 MEL_FRAME_SAMPLES = 480  # 50 Hz mel at 24 kHz
@@ -164,10 +166,7 @@ class VocoderConfig:
         parts: dict[str, Any] = {}
         for f, sub in (("flow", FlowConfig), ("hift", HiftConfig), ("stream", StreamConfig)):
             if f in d:
-                known = {x.name for x in fields(sub)}
-                unknown = set(d[f]) - known
-                if unknown:
-                    raise ValueError(f"vocoder config section {f!r} has unknown keys {sorted(unknown)}")
+                check_fields(sub, d[f])
                 parts[f] = sub(**{k: _tuplify(v) for k, v in d[f].items()})
         if "speaker_seed" in d:
             parts["speaker_seed"] = int(d["speaker_seed"])

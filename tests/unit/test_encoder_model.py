@@ -106,7 +106,7 @@ def test_config_round_trip_and_validation() -> None:
         EncoderConfig(chunk_frames=5)
     with pytest.raises(ValueError, match="fsmn_right_context"):
         EncoderConfig(fsmn_right_context=11)
-    with pytest.raises(ValueError, match="unknown fields"):
+    with pytest.raises(ValueError, match="unknown EncoderConfig fields: bogus"):
         EncoderConfig.from_dict({"d_model": 128, "bogus": 1})
 
 

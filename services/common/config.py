@@ -1,0 +1,15 @@
+"""Round-tripping stage configs through ``config.json``."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+
+def check_fields(cls: type, values: Mapping[str, Any]) -> None:
+    """Refuse keys the config dataclass does not have: a typo in ``config.json`` must not be dropped."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields: {', '.join(unknown)}")
