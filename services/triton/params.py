@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 _PLACEHOLDER = re.compile(r"^\$\{[^}]*\}$")
 WEIGHTS_ENV = "MINMO_WEIGHTS_DIR"
+T = TypeVar("T")
 
 
 class ParameterError(ValueError):
@@ -38,33 +40,24 @@ class ModelParameters:
         return cls(model_name=str(config.get("name", args.get("model_name", "?"))), values=values)
 
     def get_str(self, key: str, default: str | None = None) -> str:
-        if key in self.values:
-            return self.values[key]
-        if default is None:
-            raise ParameterError(f"model {self.model_name!r}: parameter {key!r} is required in config.pbtxt")
-        return default
+        return self._get(key, default, str, "a string")
 
     def get_int(self, key: str, default: int | None = None) -> int:
-        raw = self.values.get(key)
-        if raw is None:
-            if default is None:
-                raise ParameterError(f"model {self.model_name!r}: parameter {key!r} is required in config.pbtxt")
-            return default
-        try:
-            return int(raw)
-        except ValueError as exc:
-            raise ParameterError(f"model {self.model_name!r}: parameter {key!r}={raw!r} is not an integer") from exc
+        return self._get(key, default, int, "an integer")
 
     def get_float(self, key: str, default: float | None = None) -> float:
+        return self._get(key, default, float, "a number")
+
+    def _get(self, key: str, default: T | None, convert: Callable[[str], T], kind: str) -> T:
         raw = self.values.get(key)
         if raw is None:
             if default is None:
                 raise ParameterError(f"model {self.model_name!r}: parameter {key!r} is required in config.pbtxt")
             return default
         try:
-            return float(raw)
+            return convert(raw)
         except ValueError as exc:
-            raise ParameterError(f"model {self.model_name!r}: parameter {key!r}={raw!r} is not a number") from exc
+            raise ParameterError(f"model {self.model_name!r}: parameter {key!r}={raw!r} is not {kind}") from exc
 
     def weights_dir(self, stage: str) -> Path:
         """Where this stage's weights live: the ``weights_dir`` parameter, else ``$MINMO_WEIGHTS_DIR/<stage>``.

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from services.duplex import SMOKE_CHECKPOINT, load
 from services.duplex.dialogues import make_dialogues
@@ -42,7 +41,6 @@ def test_shipped_checkpoint_matches_the_smoke_encoder_and_backbone() -> None:
 
 @pytest.mark.slow
 def test_shipped_checkpoint_detects_turn_ends_and_barge_ins(tmp_path: Path) -> None:
-    torch.set_num_threads(1)
     extractor = smoke_extractor()
     model = load(SMOKE_CHECKPOINT, expected_fingerprint=extractor.fingerprint)
     dialogues = make_dialogues(12, "heldout", seed=TEST_SEED, cache_dir=tmp_path)

@@ -3,25 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
-import torch
 
 from services.encoder import EncoderConfig, SpeechEncoder, build_smoke, count_fbank_frames, count_output_frames
 from services.encoder.frontend import FbankExtractor, LfrStacker
 
 CONFIG = EncoderConfig.preset("smoke")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """Tiny smoke matmuls gain nothing from threads and slow down 10x on a shared 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

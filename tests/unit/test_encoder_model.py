@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,15 +14,6 @@ from services.common.weights import WeightsError
 from services.encoder import EncoderConfig, SpeechEncoder, build_smoke, load, save
 
 PCM = (0.3 * np.sin(np.arange(24000) * 2 * np.pi * 180 / 16000)).astype(np.float32)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """Tiny smoke matmuls gain nothing from threads and slow down 10x on a shared 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def test_build_smoke_is_deterministic_per_seed() -> None:
