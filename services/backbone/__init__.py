@@ -12,7 +12,7 @@ from services.backbone.prompt import ChatPrompt, Segment, SpeechSlot, SpeechTurn
 from services.backbone.qwen2 import Qwen2Config, Qwen2Model, init_qwen2_weights
 from services.backbone.tokenizer import SmokeByteTokenizer, Tokenizer
 from services.common.seeding import seeded
-from services.common.weights import load_stage_tensors, load_state_strict, read_stage_config, save_stage
+from services.common.weights import load_stage_on_meta, save_stage
 
 STAGE = "backbone"
 # The backbone's config is the Qwen2 config itself (it decides tie_word_embeddings too).
@@ -56,9 +56,4 @@ def save(module: Backbone, directory: Path, profile: str) -> None:
 
 def load(directory: Path) -> Backbone:
     """Rebuild a saved backbone; built on the meta device first so 7B weights are not initialised twice."""
-    config_dict, _profile = read_stage_config(directory, stage=STAGE)
-    with torch.device("meta"):
-        module = Backbone(Qwen2Config.from_dict(config_dict))
-    module.to_empty(device="cpu")
-    load_state_strict(module, load_stage_tensors(directory), source=str(directory))
-    return module.eval()
+    return load_stage_on_meta(directory, stage=STAGE, build=lambda d: Backbone(Qwen2Config.from_dict(d)))

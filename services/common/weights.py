@@ -8,6 +8,7 @@ mis-shaped tensor fails at load time with the key named, never at the first requ
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -75,6 +76,19 @@ def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], *
     if problems:
         raise WeightsError(f"{source} does not fit the model config: " + " | ".join(problems))
     module.load_state_dict(state, strict=True)
+
+
+def load_stage_on_meta(directory: Path, *, stage: str, build: Callable[[dict[str, Any]], ModuleT]) -> ModuleT:
+    """Load a stage whose module is built on the meta device, so 7B weights are not initialised twice.
+
+    Only for modules whose every tensor is in the state dict: ``to_empty`` leaves the rest unset.
+    """
+    config_dict, _profile = read_stage_config(directory, stage=stage)
+    with torch.device("meta"):
+        module = build(config_dict)
+    module.to_empty(device="cpu")
+    load_state_strict(module, load_stage_tensors(directory), source=str(directory))
+    return module.eval()
 
 
 def load_stage_tensors(directory: Path) -> dict[str, torch.Tensor]:

@@ -8,7 +8,7 @@ import torch
 
 from services.backbone.qwen2 import init_qwen2_weights
 from services.common.seeding import seeded
-from services.common.weights import load_stage_tensors, load_state_strict, read_stage_config, save_stage
+from services.common.weights import load_stage_on_meta, save_stage
 from services.speech_lm.model import SpeechLM, SpeechLMConfig
 from services.speech_lm.stream import SpeechLMStream
 
@@ -32,9 +32,4 @@ def save(module: SpeechLM, directory: Path, profile: str) -> None:
 
 
 def load(directory: Path) -> SpeechLM:
-    config_dict, _profile = read_stage_config(directory, stage=STAGE)
-    with torch.device("meta"):
-        module = SpeechLM(SpeechLMConfig.from_dict(config_dict))
-    module.to_empty(device="cpu")
-    load_state_strict(module, load_stage_tensors(directory), source=str(directory))
-    return module.eval()
+    return load_stage_on_meta(directory, stage=STAGE, build=lambda d: SpeechLM(SpeechLMConfig.from_dict(d)))
