@@ -22,7 +22,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from orchestrator.stages.ids import new_stream_id
+from orchestrator.converse.context import BackboneContext
 from orchestrator.stages.listen import ListenPath
 from orchestrator.stages.speak import AudioDelta, SpeakConfig, SpeakPath, TextDelta
 from orchestrator.triton.client import TritonModels
@@ -69,14 +69,10 @@ async def run_demo(
     pcm = spoken_question(text)
     log(f"user: {text!r} ({len(pcm) / INPUT_RATE:.2f} s of espeak-ng speech at 16 kHz)")
 
-    session_id = new_stream_id()
-    backbone_stream = models.open_stream("backbone")
+    context = BackboneContext(models, prompt)
     # The same context the duplex predictor was trained on: a spoken user turn opening the session.
-    async for _ in backbone_stream.request(
-        {"INPUT_IDS": np.array(prompt.user_speech_open(), np.int32)}, sequence_id=session_id, start=True
-    ):
-        pass
-    listen = ListenPath(models, backbone_stream, session_id)
+    await context.append(ids=prompt.user_speech_open())
+    listen = ListenPath(models, lambda embeddings: context.append(speech=embeddings))
     gate = DecisionPolicy().new_gate()
     chunk = INPUT_RATE * CHUNK_MS // 1000
     user_embeddings: list[np.ndarray] = []
@@ -102,7 +98,7 @@ async def run_demo(
 
     speak = SpeakPath(
         models,
-        session_id,
+        context.stream_id,
         prompt_ids=prompt.user_speech_close() + prompt.assistant_open(),
         user_embedding=np.concatenate(user_embeddings).mean(axis=0),
         decode=tokenizer.decode,
@@ -115,11 +111,8 @@ async def run_demo(
             token_ids.append(event.token_id)
         elif isinstance(event, AudioDelta):
             audio.append(event.samples)
-    async for _ in backbone_stream.request(
-        {"INPUT_IDS": np.array(prompt.assistant_close(), np.int32)}, sequence_id=session_id, end=True
-    ):
-        pass
-    await backbone_stream.close()
+    await context.append(ids=prompt.assistant_close())
+    await context.close()
 
     reply = np.concatenate(audio) if audio else np.zeros(0, np.float32)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,18 +1,23 @@
 """The listen path: every PCM chunk goes encoder -> backbone append -> duplex, in order.
 
-It owns three Triton streams (encoder, the backbone session it appends to, duplex) and returns,
-per chunk, the new embeddings, their backbone hidden states and the duplex probabilities.
+It owns the encoder and duplex streams; where the embeddings are appended is the caller's choice
+(``append_speech``): the session context while the assistant is silent, a fork of it while the
+assistant speaks. Per chunk it returns the new embeddings, their hidden states and the duplex
+probabilities.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from orchestrator.stages.ids import new_stream_id
-from orchestrator.triton.client import ModelStream, TritonModels
+from orchestrator.triton.client import TritonModels
+
+AppendSpeech = Callable[[np.ndarray], Awaitable[np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -20,20 +25,17 @@ class ListenStep:
     embeddings: np.ndarray  # [n, llm_dim]
     hidden: np.ndarray  # [n, llm_dim]
     probs: np.ndarray  # [n, 3]: keep listening, respond now, stop speaking
-    context_length: int
     stage_ms: dict[str, float] = field(default_factory=dict)
 
 
 class ListenPath:
-    def __init__(self, models: TritonModels, backbone_stream: ModelStream, backbone_id: int) -> None:
+    def __init__(self, models: TritonModels, append_speech: AppendSpeech) -> None:
         self._models = models
-        self._backbone = backbone_stream
-        self.backbone_id = backbone_id
+        self.append_speech = append_speech
         self.encoder_id = new_stream_id()
         self.duplex_id = new_stream_id()
         self._encoder_started = False
         self._duplex_started = False
-        self.context_length = 0
 
     async def push(self, pcm: np.ndarray, *, speaking: bool, end: bool = False) -> ListenStep:
         """Encode one chunk of 16 kHz float32 PCM; ``end`` flushes and closes the encoder stream."""
@@ -50,7 +52,7 @@ class ListenPath:
         timings["encoder"] = (time.perf_counter() - started) * 1000
         embeddings = encoded["EMBEDDINGS"]
         if embeddings.shape[0] == 0:
-            return ListenStep(embeddings, embeddings, np.zeros((0, 3), np.float32), self.context_length, timings)
+            return ListenStep(embeddings, embeddings, np.zeros((0, 3), np.float32), timings)
         started = time.perf_counter()
         hidden = await self.append_speech(embeddings)
         timings["backbone_prefill"] = (time.perf_counter() - started) * 1000
@@ -63,24 +65,16 @@ class ListenPath:
         )
         self._duplex_started = True
         timings["duplex"] = (time.perf_counter() - started) * 1000
-        return ListenStep(embeddings, hidden, decided["PROBS"], self.context_length, timings)
-
-    async def append_speech(self, embeddings: np.ndarray) -> np.ndarray:
-        outputs = [
-            out
-            async for out in self._backbone.request(
-                {"SPEECH_EMBEDDINGS": embeddings.astype(np.float32)}, sequence_id=self.backbone_id
-            )
-        ]
-        self.context_length = int(outputs[-1]["CONTEXT_LENGTH"][0])
-        return outputs[0]["HIDDEN"]
+        return ListenStep(embeddings, hidden, decided["PROBS"], timings)
 
     async def close(self) -> None:
-        """Free the duplex window and the encoder stream on Triton (the backbone session stays)."""
-        empty_hidden = np.zeros((0, 1), np.float32)
+        """Free the duplex window and the encoder stream on Triton."""
         if self._duplex_started:
             await self._models.infer(
-                "duplex", {"HIDDEN": empty_hidden, "SPEAKING": np.zeros(0, bool)}, sequence_id=self.duplex_id, end=True
+                "duplex",
+                {"HIDDEN": np.zeros((0, 1), np.float32), "SPEAKING": np.zeros(0, bool)},
+                sequence_id=self.duplex_id,
+                end=True,
             )
             self._duplex_started = False
         if self._encoder_started:

@@ -18,6 +18,7 @@ import numpy as np
 
 from orchestrator.stages.ids import new_stream_id
 from orchestrator.triton.client import ModelStream, TritonModels
+from orchestrator.triton.errors import TritonStageError
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,7 @@ class SpeakPath:
         self.timings = SpeakTimings()
         self.token_ids: list[int] = []
         self._streams: list[ModelStream] = []
+        self._open_sequences: dict[str, int] = {}  # per-turn Triton streams started and not yet ended
         self._events: asyncio.Queue[TextDelta | AudioDelta | object] = asyncio.Queue()
         self._supervisor: asyncio.Task[None] | None = None
 
@@ -109,6 +111,24 @@ class SpeakPath:
             stream.cancel()
         if self._supervisor is not None:
             self._supervisor.cancel()
+
+    async def release(self) -> None:
+        """After ``cancel``: end the turn's speech_lm and vocoder streams so Triton frees their state now.
+
+        Cancelling a gRPC stream cancels only a request in flight; a stream between two requests
+        (the vocoder, most of the time) would otherwise keep its state until the idle timeout.
+        """
+        empty = {"speech_lm": {"MAX_TOKENS": np.array([0], np.int32)}, "vocoder": {"TOKENS": np.zeros(0, np.int32)}}
+        for model, sequence_id in list(self._open_sequences.items()):
+            stream = self._models.open_stream(model)
+            try:
+                async for _ in stream.request(empty[model], sequence_id=sequence_id, end=True):
+                    pass
+            except TritonStageError:
+                pass  # already freed by the cancellation itself
+            finally:
+                await stream.close()
+            self._open_sequences.pop(model, None)
 
     async def _pipeline(self) -> None:
         groups: asyncio.Queue[_Group | np.ndarray] = asyncio.Queue(self.config.queue_size)
@@ -177,6 +197,7 @@ class SpeakPath:
                 if query is None:  # no text at all: nothing to say
                     break
                 request["QUERY"] = query
+            self._open_sequences["speech_lm"] = stream_id
             async for out in stream.request(request, sequence_id=stream_id, start=not started, end=item.last):
                 for token in out["SPEECH_TOKENS"].tolist():
                     if self.timings.first_speech_token_ms is None:
@@ -185,6 +206,7 @@ class SpeakPath:
                     await tokens.put(int(token))
             started = True
             if item.last:
+                self._open_sequences.pop("speech_lm", None)
                 break
         await tokens.put(None)
 
@@ -202,6 +224,7 @@ class SpeakPath:
                 continue
             end = token is None
             if buffer or (end and started):
+                self._open_sequences["vocoder"] = stream_id
                 async for out in stream.request(
                     {"TOKENS": np.array(buffer, np.int32)}, sequence_id=stream_id, start=not started, end=end
                 ):
@@ -209,6 +232,7 @@ class SpeakPath:
                 started = True
                 buffer = []
             if end:
+                self._open_sequences.pop("vocoder", None)
                 return
 
     async def _emit_audio(self, out: dict[str, np.ndarray]) -> None:

@@ -1,0 +1,94 @@
+"""The session's backbone context on Triton: one sequence that holds the conversation.
+
+Everything that changes the context goes through here, in conversation order: the system prompt,
+each user turn (spoken or typed), each assistant turn (cut to what was played). While the assistant
+speaks, the speak path generates on this sequence, so the listen path appends the user's new audio
+to a *fork* instead; on barge-in that audio is merged back here after the truncated assistant turn.
+After a restart the same context is rebuilt from the Redis history with the same prompt functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from orchestrator.stages.ids import new_stream_id
+from orchestrator.triton.client import ModelStream, TritonModels
+from services.backbone import ChatPrompt, SpeechSlot
+from services.backbone.prompt import Segment
+
+
+class BackboneContext:
+    def __init__(self, models: TritonModels, prompt: ChatPrompt) -> None:
+        self.prompt = prompt
+        self.stream_id = new_stream_id()
+        self.stream: ModelStream = models.open_stream("backbone")
+        self.length = 0
+        self._started = False
+
+    async def append(
+        self,
+        *,
+        ids: Sequence[int] = (),
+        speech: np.ndarray | None = None,
+        suffix: Sequence[int] = (),
+        truncate_to: int = -1,
+        sequence_id: int | None = None,
+        fork_from: int = 0,
+    ) -> np.ndarray:
+        """Append (ids, speech, suffix) in one request.
+
+        Returns the hidden states of the speech rows, or of every appended row when there is no speech.
+        """
+        target = self.stream_id if sequence_id is None else sequence_id
+        start = fork_from != 0 or (target == self.stream_id and not self._started)
+        tensors: dict[str, np.ndarray] = {"INPUT_IDS": np.asarray(ids, np.int32)}
+        if speech is not None and len(speech):
+            tensors["SPEECH_EMBEDDINGS"] = speech.astype(np.float32)
+        if suffix:
+            tensors["SUFFIX_IDS"] = np.asarray(suffix, np.int32)
+        if truncate_to >= 0:
+            tensors["TRUNCATE_TO"] = np.array([truncate_to], np.int32)
+        if fork_from:
+            tensors["FORK_FROM"] = np.array([fork_from], np.uint64)
+        outputs = [out async for out in self.stream.request(tensors, sequence_id=target, start=start)]
+        if target == self.stream_id:
+            self._started = True
+            self.length = int(outputs[-1]["CONTEXT_LENGTH"][0])
+        hidden = outputs[0]["HIDDEN"]
+        if speech is None or not len(speech):
+            return hidden
+        return hidden[len(ids) : len(ids) + len(speech)]
+
+    async def rebuild(self, segments: Sequence[Segment], speech: Mapping[str, np.ndarray]) -> None:
+        """Feed a whole conversation (from the Redis history) into a fresh context."""
+        for segment in segments:
+            if isinstance(segment, SpeechSlot):
+                await self.append(speech=speech[segment.key])
+            else:
+                await self.append(ids=segment)
+
+    async def fork(self, ids: Sequence[int]) -> int:
+        """Start a new sequence as a copy of this context plus ``ids``; return its stream id."""
+        fork_id = new_stream_id()
+        await self.append(ids=ids, sequence_id=fork_id, fork_from=self.stream_id)
+        return fork_id
+
+    async def close_sequence(self, sequence_id: int) -> None:
+        async for _ in self.stream.request({"INPUT_IDS": np.zeros(0, np.int32)}, sequence_id=sequence_id, end=True):
+            pass
+
+    async def close(self) -> None:
+        if self._started and not self.stream.cancelled:
+            await self.close_sequence(self.stream_id)
+        await self.stream.close()
+
+
+def decode_speech(blob: bytes, dim: int) -> np.ndarray:
+    return np.frombuffer(blob, dtype=np.float32).reshape(-1, dim).copy() if dim else np.zeros((0, 0), np.float32)
+
+
+def token_count_for_played(played_ms: int, generated: int, *, ms_per_text_token: float = 120.0) -> int:
+    """Text tokens whose speech was played: MinMo speaks 5 text tokens per 15 speech tokens (600 ms)."""
+    return max(0, min(generated, int(np.ceil(played_ms / ms_per_text_token))))

@@ -1,0 +1,370 @@
+"""One live Converse session: the listen path never stops, responses run beside it.
+
+Control flow: the reader task takes client events in order; audio goes through the listen path
+(encoder -> backbone append -> duplex), whose decisions start a response (respond now) or interrupt
+one (stop speaking). A response is a tracked task streaming the speak path's deltas to the client.
+Every change of the backbone context happens under one lock, in conversation order, and every turn
+is persisted to Redis before the client hears it acknowledged (``speech_stopped`` for a user turn,
+``response_done`` for an assistant turn).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from minmo.v1 import minmo_pb2 as pb
+
+from orchestrator.audio import AudioFormatError, InputAudioDecoder
+from orchestrator.converse import events
+from orchestrator.converse.context import BackboneContext, token_count_for_played
+from orchestrator.converse.settings import SessionSettings
+from orchestrator.converse.vad import EnergyVad
+from orchestrator.stages.listen import ListenPath
+from orchestrator.stages.speak import AudioDelta, SpeakConfig, SpeakPath, TextDelta
+from orchestrator.state.records import StoredTurn
+from orchestrator.state.store import SessionStore
+from orchestrator.triton.client import TritonModels
+from orchestrator.triton.errors import TritonStageError
+from services.backbone import ChatPrompt, SmokeByteTokenizer
+from services.duplex import Decision, DecisionPolicy
+
+OUTPUT_RATE = 24_000
+_CLOSE = object()
+
+
+@dataclass
+class _Turn:
+    """The user turn being listened to."""
+
+    embeddings: list[np.ndarray] = field(default_factory=list)
+    stage_ms: dict[str, float] = field(default_factory=lambda: {"encoder": 0.0, "backbone_prefill": 0.0, "duplex": 0.0})
+    voiced: bool = False
+    audio_ms: int = 0
+
+    def add(self, embeddings: np.ndarray, stage_ms: dict[str, float]) -> None:
+        if len(embeddings):
+            self.embeddings.append(embeddings)
+        for name, value in stage_ms.items():
+            self.stage_ms[name] = self.stage_ms.get(name, 0.0) + value
+
+
+@dataclass
+class _Response:
+    id: int
+    speak: SpeakPath
+    fork_id: int
+    start_length: int
+    turn: _Turn
+    end_of_speech_at: float | None
+    task: asyncio.Task[None] | None = None
+    sent_samples: int = 0
+    first_audio_at: float | None = None
+    sequence: int = 0
+    finished: bool = False
+    listened: list[np.ndarray] = field(default_factory=list)  # user audio embeddings while speaking
+
+    @property
+    def sent_ms(self) -> int:
+        return self.sent_samples * 1000 // OUTPUT_RATE
+
+
+class ConverseSession:
+    def __init__(
+        self,
+        models: TritonModels,
+        store: SessionStore,
+        *,
+        session_id: str,
+        settings: SessionSettings,
+        next_sequence: int,
+    ) -> None:
+        self.models = models
+        self.store = store
+        self.session_id = session_id
+        self.settings = settings
+        self.tokenizer = SmokeByteTokenizer()
+        self.context = BackboneContext(models, ChatPrompt(self.tokenizer))
+        self.listen = ListenPath(models, self._append_user_speech)
+        self.decoder = InputAudioDecoder(settings.encoding, settings.sample_rate_hz)
+        self.vad = EnergyVad()
+        self.gate = DecisionPolicy().new_gate()
+        self.next_sequence = next_sequence
+        self.turn: _Turn | None = None
+        self.response: _Response | None = None
+        self._lock = asyncio.Lock()  # every change of the backbone context, in conversation order
+        self._out: asyncio.Queue[pb.ServerEvent | object] = asyncio.Queue()
+        self._group: asyncio.TaskGroup | None = None
+        self._last_voiced_at: float | None = None
+
+    # The event stream ------------------------------------------------------------------------------
+
+    async def run(self, client_events: AsyncIterator[pb.ClientEvent]) -> AsyncIterator[pb.ServerEvent]:
+        """Serve the client's events; yield server events until the client ends or leaves."""
+        supervisor = asyncio.create_task(self._serve(client_events))
+        try:
+            while (event := await self._out.get()) is not _CLOSE:
+                assert isinstance(event, pb.ServerEvent)
+                yield event
+            await supervisor  # re-raise what ended the session (e.g. Triton unavailable)
+        finally:
+            supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await supervisor
+
+    def emit(self, event: pb.ServerEvent) -> None:
+        self._out.put_nowait(event)
+
+    async def _serve(self, client_events: AsyncIterator[pb.ClientEvent]) -> None:
+        try:
+            async with asyncio.TaskGroup() as group:
+                self._group = group
+                async for event in client_events:
+                    if not await self._handle(event):
+                        break
+                if self.response is not None:
+                    await self._interrupt(played_ms=0)
+        finally:
+            await self._shutdown()
+            self._out.put_nowait(_CLOSE)
+
+    async def _handle(self, event: pb.ClientEvent) -> bool:
+        kind = event.WhichOneof("event")
+        if kind == "audio":
+            await self._on_audio(event.audio.data)
+        elif kind == "text":
+            await self._on_text(event.text.text)
+        elif kind == "commit":
+            await self._on_commit()
+        elif kind == "cancel":
+            if self.response is None:
+                self.emit(events.error("FAILED_PRECONDITION", "cancel: no response is in progress"))
+            else:
+                await self._interrupt(played_ms=max(0, event.cancel.played_ms))
+        elif kind == "end":
+            return False
+        else:
+            self.emit(events.error("INVALID_ARGUMENT", f"unexpected event {kind!r} after the session started"))
+        return True
+
+    # Listening -------------------------------------------------------------------------------------
+
+    async def _on_audio(self, data: bytes) -> None:
+        try:
+            pcm = self.decoder.decode(data)
+        except AudioFormatError as exc:  # a bad chunk is reported and skipped; the session goes on
+            self.emit(events.error("INVALID_ARGUMENT", str(exc)))
+            return
+        heard_speech = self.vad.speaking
+        for vad_event in self.vad.push(pcm):
+            if vad_event.started:
+                heard_speech = True
+                self.emit(events.speech_started(vad_event.at_ms))
+        if self.vad.speaking:
+            self._last_voiced_at = time.perf_counter()
+        async with self._lock:
+            speaking = self.response is not None and self.response.first_audio_at is not None
+            if self.response is None and self.turn is None:
+                self.turn = _Turn()
+            step = await self.listen.push(pcm, speaking=speaking)
+            if self.turn is not None and self.response is None:
+                self.turn.add(step.embeddings, step.stage_ms)
+                self.turn.voiced = self.turn.voiced or heard_speech
+                self.turn.audio_ms += len(pcm) * 1000 // 16_000
+        for probs in step.probs:
+            decision = self.gate.step(torch.from_numpy(probs.copy()), speaking)
+            if self.settings.turn_detection != "model":
+                continue
+            if decision == Decision.RESPOND_NOW and self.turn is not None and self.turn.voiced:
+                await self._respond()
+            elif decision == Decision.STOP_SPEAKING and self.response is not None:
+                await self._interrupt(played_ms=0)
+
+    async def _append_user_speech(self, embeddings: np.ndarray) -> np.ndarray:
+        """Where the listen path appends: the session context, or the fork while a response plays."""
+        if self.response is not None:
+            self.response.listened.append(embeddings)
+            return await self.context.append(speech=embeddings, sequence_id=self.response.fork_id)
+        opening = self.context.prompt.user_speech_open() if self.turn is not None and not self.turn.embeddings else []
+        return await self.context.append(ids=opening, speech=embeddings)
+
+    async def _on_commit(self) -> None:
+        if self.response is not None:
+            self.emit(events.error("FAILED_PRECONDITION", "commit: a response is in progress; cancel it first"))
+        elif self.turn is None or not self.turn.embeddings:
+            self.emit(events.error("FAILED_PRECONDITION", "commit: no user audio since the last response"))
+        else:
+            await self._respond()
+
+    async def _on_text(self, text: str) -> None:
+        if not text.strip() or len(text) > 4096:
+            self.emit(events.error("INVALID_ARGUMENT", "text must be 1 to 4096 characters"))
+            return
+        if self.response is not None:
+            self.emit(events.error("FAILED_PRECONDITION", "text: a response is in progress; cancel it first"))
+            return
+        async with self._lock:
+            if self.turn is not None and self.turn.embeddings:
+                await self._close_spoken_turn()
+            self.turn = None
+            turn_ids = self.context.prompt.user_text(text)[0]
+            assert isinstance(turn_ids, list)
+            hidden = await self.context.append(ids=turn_ids)
+            await self._persist(StoredTurn(self.next_sequence, "user", text, tuple(self.tokenizer.encode(text)), 0))
+        # A typed turn has no speech embeddings: its hidden states stand in for the user-input vector.
+        await self._respond(text_query=hidden.mean(axis=0))
+
+    # Responding ------------------------------------------------------------------------------------
+
+    async def _close_spoken_turn(self) -> _Turn:
+        turn = self.turn
+        assert turn is not None
+        await self.context.append(ids=self.context.prompt.user_speech_close())
+        speech = np.concatenate(turn.embeddings).astype(np.float32)
+        await self._persist(
+            StoredTurn(
+                self.next_sequence,
+                "user",
+                "",
+                (),
+                turn.audio_ms,
+                speech_embeddings=speech.tobytes(),
+                embedding_dim=speech.shape[1],
+            )
+        )
+        self.emit(events.speech_stopped(self.vad.last_voiced_ms if self.vad.last_voiced_ms >= 0 else self.vad.audio_ms))
+        return turn
+
+    async def _respond(self, text_query: np.ndarray | None = None) -> None:
+        """End the user turn (persisted first) and start the assistant's response beside the listen path."""
+        assert self._group is not None
+        async with self._lock:
+            if self.response is not None:
+                return
+            turn = self.turn if self.turn is not None else _Turn()
+            query = text_query
+            if query is None:
+                turn = await self._close_spoken_turn()
+                query = np.concatenate(turn.embeddings).mean(axis=0)
+            self.turn = None
+            fork_id = await self.context.fork(self.context.prompt.user_speech_open())
+            opening = self.context.prompt.assistant_open()
+            speak = SpeakPath(
+                self.models,
+                self.context.stream_id,
+                prompt_ids=opening,
+                user_embedding=query,
+                decode=self.tokenizer.decode,
+                config=SpeakConfig(
+                    max_new_tokens=self.settings.max_response_tokens,
+                    temperature=self.settings.temperature,
+                    seed=self.next_sequence,
+                ),
+            )
+            response = _Response(
+                id=self.next_sequence,
+                speak=speak,
+                fork_id=fork_id,
+                start_length=self.context.length + len(opening),
+                turn=turn,
+                end_of_speech_at=self._last_voiced_at,
+            )
+            self.response = response
+            self.emit(events.response_started(response.id))
+            response.task = self._group.create_task(self._speak(response))
+
+    async def _speak(self, response: _Response) -> None:
+        try:
+            async for delta in response.speak.run():
+                if isinstance(delta, TextDelta):
+                    self.emit(events.text_delta(response.id, delta.text))
+                elif isinstance(delta, AudioDelta):
+                    if response.first_audio_at is None:
+                        response.first_audio_at = time.perf_counter()
+                    self.emit(events.audio_delta(response.id, response.sequence, delta.samples))
+                    response.sequence += 1
+                    response.sent_samples += delta.samples.size
+        except TritonStageError as exc:
+            self.emit(events.error("UNAVAILABLE", f"the response failed: {exc}; the session goes on"))
+        await self._finish(response, interrupted=False, played_ms=response.sent_ms)
+
+    async def _interrupt(self, played_ms: int) -> None:
+        """Barge-in or client cancel: stop every Triton stream of the turn and store what was played."""
+        response = self.response
+        if response is None or response.finished:
+            return
+        response.finished = True
+        response.speak.cancel()
+        if response.task is not None:
+            response.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, TritonStageError):
+                await response.task
+        await response.speak.release()
+        heard = response.sent_ms
+        if response.first_audio_at is not None and not played_ms:
+            heard = min(heard, int((time.perf_counter() - response.first_audio_at) * 1000))
+        played = min(played_ms, response.sent_ms) if played_ms else heard
+        await self._complete(response, interrupted=True, played_ms=played)
+
+    async def _finish(self, response: _Response, *, interrupted: bool, played_ms: int) -> None:
+        if response.finished:
+            return
+        response.finished = True
+        await self._complete(response, interrupted=interrupted, played_ms=played_ms)
+
+    async def _complete(self, response: _Response, *, interrupted: bool, played_ms: int) -> None:
+        async with self._lock:
+            generated = response.speak.token_ids
+            keep = token_count_for_played(played_ms, len(generated)) if interrupted else len(generated)
+            truncate_to = response.start_length + keep if interrupted else -1
+            await self.context.append(ids=self.context.prompt.assistant_close(), truncate_to=truncate_to)
+            ids = tuple(generated[:keep])
+            text = self.tokenizer.decode(list(ids))
+            await self._persist(StoredTurn(response.id, "assistant", text, ids, played_ms, interrupted))
+            latencies = self._latencies(response)
+            self.emit(
+                events.response_done(
+                    response.id, interrupted=interrupted, played_ms=played_ms, text=text, latencies=latencies
+                )
+            )
+            await self.context.close_sequence(response.fork_id)
+            self.response = None
+            if interrupted and response.listened:
+                # The barge-in's audio becomes the start of the next user turn, after the cut assistant turn.
+                self.turn = _Turn(voiced=True)
+                for rows in response.listened:
+                    await self._append_user_speech(rows)
+                    self.turn.embeddings.append(rows)
+
+    def _latencies(self, response: _Response) -> dict[str, float]:
+        timings = response.speak.timings
+        first_audio = response.first_audio_at
+        end_to_audio = (
+            (first_audio - response.end_of_speech_at) * 1000
+            if first_audio is not None and response.end_of_speech_at is not None
+            else 0.0
+        )
+        return {
+            "encoder_ms": response.turn.stage_ms.get("encoder", 0.0),
+            "backbone_prefill_ms": response.turn.stage_ms.get("backbone_prefill", 0.0),
+            "duplex_ms": response.turn.stage_ms.get("duplex", 0.0),
+            "first_token_ms": timings.first_token_ms or 0.0,
+            "first_speech_token_ms": timings.first_speech_token_ms or 0.0,
+            "first_audio_ms": timings.first_audio_ms or 0.0,
+            "end_of_speech_to_first_audio_ms": end_to_audio,
+        }
+
+    async def _persist(self, turn: StoredTurn) -> None:
+        await self.store.append_turn(self.session_id, turn)
+        self.next_sequence = turn.sequence + 1
+
+    async def _shutdown(self) -> None:
+        with contextlib.suppress(TritonStageError):
+            await self.listen.close()
+        with contextlib.suppress(TritonStageError):
+            await self.context.close()

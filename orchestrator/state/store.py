@@ -1,0 +1,234 @@
+"""Redis holds the truth: session config, the ordered turn history, the resume cursor, the owner lease.
+
+Key layout (``P`` is the prefix, ``minmo:`` by default):
+
+- ``P session:<id>``          hash: ``config`` (JSON), ``created_at`` (Unix time), ``resume`` (token digest)
+- ``P session:<id>:turns``    list: one deterministic JSON per acknowledged turn, index = sequence - 1
+- ``P session:<id>:speech``   hash: sequence -> a spoken user turn's float32 encoder embeddings; one key
+                              rather than one per turn, so refreshing and deleting stay O(1) commands
+- ``P session:<id>:lease``    string: the owning replica, with its own short PX expiry
+- ``P resume:<sha256(token)>`` string: the session id; only a digest of the secret token sits in Redis
+
+The resume cursor is ``LLEN turns + 1``: the list is the one source of it. Every key but the lease
+expires ``ttl_seconds`` after the session's last activity (an append or a touch). Each write is one
+Lua script or one MULTI/EXEC, so one round trip: an append is one EVALSHA running 8 commands inside
+Redis (9 with speech embeddings). The first call of each script on a fresh Redis adds NOSCRIPT and a
+SCRIPT LOAD, once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from minmo.v1 import minmo_pb2 as pb
+from redis.asyncio import Redis
+from redis.typing import EncodableT
+
+from orchestrator.state import scripts
+from orchestrator.state.errors import SessionNotFound, TurnConflict, unavailable_on_redis_failure
+from orchestrator.state.records import SessionRecord, StoredTurn, decode_turn, encode_turn
+
+_CONFLICT_REASONS = {-2: "a different turn holds this sequence", -3: "the sequence skips ahead"}
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class SessionStore:
+    """Session state in Redis; any replica can serve any session, the lease says which one does now."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        prefix: str = "minmo:",
+        ttl_seconds: int = 3600,
+        lease_seconds: float = 15.0,
+        owns_redis: bool = False,
+    ) -> None:
+        if redis.connection_pool.connection_kwargs.get("decode_responses"):
+            raise ValueError("SessionStore needs a Redis client with decode_responses=False (embeddings are bytes)")
+        if ttl_seconds < 1 or lease_seconds <= 0:
+            raise ValueError(f"ttl_seconds ({ttl_seconds}) must be >= 1 and lease_seconds ({lease_seconds}) > 0")
+        self.redis = redis
+        self.prefix = prefix
+        self.ttl_seconds = int(ttl_seconds)
+        self.lease_ms = max(1, round(lease_seconds * 1000))
+        self._owns_redis = owns_redis
+        self._append = redis.register_script(scripts.APPEND_TURN)
+        self._touch = redis.register_script(scripts.TOUCH)
+        self._delete = redis.register_script(scripts.DELETE)
+        self._acquire = redis.register_script(scripts.ACQUIRE_LEASE)
+        self._refresh = redis.register_script(scripts.REFRESH_LEASE)
+        self._release = redis.register_script(scripts.RELEASE_LEASE)
+
+    # Key names -----------------------------------------------------------------------------------
+
+    def session_key(self, session_id: str) -> str:
+        return f"{self.prefix}session:{session_id}"
+
+    def session_keys(self, session_id: str) -> list[str]:
+        """Session hash, turns, speech, lease: the order every script takes them in."""
+        base = self.session_key(session_id)
+        return [base, f"{base}:turns", f"{base}:speech", f"{base}:lease"]
+
+    def resume_key(self, resume_token: str) -> str:
+        return f"{self.prefix}resume:{_digest(resume_token)}"
+
+    @property
+    def _resume_prefix(self) -> str:
+        return f"{self.prefix}resume:"
+
+    # Sessions ------------------------------------------------------------------------------------
+
+    @unavailable_on_redis_failure
+    async def create(self, config: dict[str, Any]) -> tuple[SessionRecord, str]:
+        """A new session and its resume token (a secret: whoever holds it continues the session)."""
+        session_id = uuid.uuid4().hex
+        token = secrets.token_urlsafe(32)
+        created_at = time.time()
+        config_json = json.dumps(config, sort_keys=True)
+        fields: dict[EncodableT, EncodableT] = {
+            "config": config_json,
+            "created_at": repr(created_at),
+            "resume": _digest(token),
+        }
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.session_key(session_id), mapping=fields)
+            pipe.expire(self.session_key(session_id), self.ttl_seconds)
+            pipe.set(self.resume_key(token), session_id, ex=self.ttl_seconds)
+            await pipe.execute()
+        record = SessionRecord(session_id, json.loads(config_json), created_at, next_sequence=1, owner=None)
+        return record, token
+
+    @unavailable_on_redis_failure
+    async def resolve(self, resume_token: str) -> str:
+        """The session id a resume token names; SessionNotFound once it expired or was deleted."""
+        session_id = await self.redis.get(self.resume_key(resume_token))
+        if session_id is None:
+            raise SessionNotFound("resume token")
+        return session_id.decode() if isinstance(session_id, bytes) else str(session_id)
+
+    @unavailable_on_redis_failure
+    async def get(self, session_id: str) -> SessionRecord:
+        hash_key, turns, _, lease = self.session_keys(session_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hmget(hash_key, ["config", "created_at"])
+            pipe.llen(turns)
+            pipe.get(lease)
+            (config, created_at), length, owner = await pipe.execute()
+        if config is None:
+            raise SessionNotFound(session_id)
+        return SessionRecord(
+            session_id=session_id,
+            config=json.loads(config),
+            created_at=float(created_at),
+            next_sequence=int(length) + 1,
+            owner=owner.decode() if owner is not None else None,
+        )
+
+    @unavailable_on_redis_failure
+    async def history(self, session_id: str, *, include_speech: bool = True) -> list[StoredTurn]:
+        """The acknowledged turns in order; ``include_speech=False`` skips the (large) embeddings."""
+        hash_key, turns, speech, _ = self.session_keys(session_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.exists(hash_key)
+            pipe.lrange(turns, 0, -1)
+            if include_speech:
+                pipe.hgetall(speech)
+            exists, raw_turns, *rest = await pipe.execute()
+        if not exists:
+            raise SessionNotFound(session_id)
+        embeddings: dict[bytes, bytes] = rest[0] if rest else {}
+        return [decode_turn(raw, embeddings.get(str(index).encode(), b"")) for index, raw in enumerate(raw_turns, 1)]
+
+    @unavailable_on_redis_failure
+    async def append_turn(self, session_id: str, turn: StoredTurn) -> bool:
+        """Persist the next turn atomically; True when stored, False when this exact turn already was.
+
+        Idempotent by sequence so a retried acknowledgement never duplicates a turn; TurnConflict when
+        the sequence skips ahead or another turn already holds it (e.g. a racing replica).
+        """
+        keys = self.session_keys(session_id)[:3]
+        turn_json, speech = encode_turn(turn), turn.speech_embeddings
+        args: list[EncodableT] = [turn.sequence, turn_json, speech, self.ttl_seconds, self._resume_prefix]
+        status, next_sequence = await self._append(keys=keys, args=args)
+        if status == -1:
+            raise SessionNotFound(session_id)
+        if status < 0:
+            raise TurnConflict(session_id, turn.sequence, int(next_sequence), _CONFLICT_REASONS[int(status)])
+        return bool(status == 1)
+
+    @unavailable_on_redis_failure
+    async def touch(self, session_id: str) -> None:
+        """Refresh the TTL of every session key on activity that stores nothing (audio without a turn)."""
+        found = await self._touch(keys=self.session_keys(session_id)[:3], args=[self.ttl_seconds, self._resume_prefix])
+        if not found:
+            raise SessionNotFound(session_id)
+
+    @unavailable_on_redis_failure
+    async def delete(self, session_id: str) -> None:
+        """Remove every key of the session, the resume mapping and the lease included."""
+        if not await self._delete(keys=self.session_keys(session_id), args=[self._resume_prefix]):
+            raise SessionNotFound(session_id)
+
+    async def session_proto(
+        self, session_id: str, config_to_proto: Callable[[dict[str, Any]], pb.SessionConfig]
+    ) -> pb.Session:
+        """The session as GetSession answers it; the config's dict form belongs to the caller, so it converts it."""
+        record = await self.get(session_id)
+        turns = await self.history(session_id, include_speech=False)
+        return pb.Session(
+            session_id=session_id,
+            config=config_to_proto(record.config),
+            turns=[
+                pb.Turn(
+                    sequence=turn.sequence,
+                    role=turn.role,
+                    text=turn.text,
+                    audio_ms=turn.audio_ms,
+                    interrupted=turn.interrupted,
+                )
+                for turn in turns
+            ],
+            active=record.owner is not None,
+        )
+
+    # Owner lease ---------------------------------------------------------------------------------
+
+    @unavailable_on_redis_failure
+    async def acquire_lease(self, session_id: str, owner: str) -> bool:
+        """Take (or re-take) the session's live stream; False while another owner's lease runs."""
+        hash_key, *_, lease = self.session_keys(session_id)
+        status = await self._acquire(keys=[hash_key, lease], args=[owner, self.lease_ms])
+        if status == -1:
+            raise SessionNotFound(session_id)
+        return bool(status == 1)
+
+    @unavailable_on_redis_failure
+    async def refresh_lease(self, session_id: str, owner: str) -> bool:
+        """Extend the lease; False when ``owner`` no longer holds it (expired, or taken over)."""
+        lease = self.session_keys(session_id)[3]
+        return bool(await self._refresh(keys=[lease], args=[owner, self.lease_ms]))
+
+    @unavailable_on_redis_failure
+    async def release_lease(self, session_id: str, owner: str) -> None:
+        """Give the lease up; a no-op unless ``owner`` holds it."""
+        await self._release(keys=[self.session_keys(session_id)[3]], args=[owner])
+
+    async def aclose(self) -> None:
+        """Close the Redis client when this store built it (``build_session_store``)."""
+        if self._owns_redis:
+            await self.redis.aclose()
+
+
+def build_session_store(redis_url: str, **kwargs: Any) -> SessionStore:
+    """A store over its own client for ``redis_url`` (e.g. ``redis://127.0.0.1:6379/0``); close with aclose()."""
+    return SessionStore(Redis.from_url(redis_url, decode_responses=False), owns_redis=True, **kwargs)

@@ -1,0 +1,54 @@
+"""An in-process orchestrator (real gRPC server over loopback) on the real Triton and Redis."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import grpc
+import redis.asyncio
+from minmo.v1 import minmo_pb2_grpc
+
+from orchestrator.converse.handler import ConverseService
+from orchestrator.devstack.triton_launcher import free_port
+from orchestrator.server.interceptor import DomainErrorInterceptor
+from orchestrator.server.servicer import MinMoServicer
+from orchestrator.state.store import SessionStore
+from orchestrator.triton.client import TritonModels
+
+
+@dataclass
+class Orchestrator:
+    address: str
+    store: SessionStore
+    service: ConverseService
+    server: grpc.aio.Server
+    channel: grpc.aio.Channel
+
+
+@asynccontextmanager
+async def running_orchestrator(
+    triton_url: str, *, prefix: str | None = None, max_sessions: int = 8, lease_seconds: float = 2.0
+) -> AsyncIterator[Orchestrator]:
+    client = redis.asyncio.Redis(host="127.0.0.1", port=6379)
+    prefix = prefix or f"test-{uuid.uuid4().hex[:8]}:"
+    store = SessionStore(client, prefix=prefix, lease_seconds=lease_seconds)
+    models = TritonModels(triton_url)
+    service = ConverseService(models, store, max_sessions=max_sessions)
+    server = grpc.aio.server(interceptors=[DomainErrorInterceptor()])
+    minmo_pb2_grpc.add_MinMoServicer_to_server(MinMoServicer(converse=service), server)
+    port = free_port()
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        yield Orchestrator(f"127.0.0.1:{port}", store, service, server, channel)
+    finally:
+        await channel.close()
+        await server.stop(grace=1)
+        await models.close()
+        async for key in client.scan_iter(match=f"{prefix}*"):
+            await client.delete(key)
+        await client.aclose()
