@@ -83,6 +83,7 @@ class ConverseSession:
         session_id: str,
         settings: SessionSettings,
         next_sequence: int,
+        playback_lead_ms: int = 1000,
     ) -> None:
         self.models = models
         self.store = store
@@ -95,6 +96,7 @@ class ConverseSession:
         self.vad = EnergyVad()
         self.gate = DecisionPolicy().new_gate()
         self.next_sequence = next_sequence
+        self.playback_lead_ms = playback_lead_ms
         self.turn: _Turn | None = None
         self.response: _Response | None = None
         self._lock = asyncio.Lock()  # every change of the backbone context, in conversation order
@@ -286,12 +288,29 @@ class ConverseSession:
                 elif isinstance(delta, AudioDelta):
                     if response.first_audio_at is None:
                         response.first_audio_at = time.perf_counter()
+                    await self._pace(response)
                     self.emit(events.audio_delta(response.id, response.sequence, delta.samples))
                     response.sequence += 1
                     response.sent_samples += delta.samples.size
+            if response.first_audio_at is not None:
+                await self._pace(response, lead_ms=0)  # the response lasts until its audio has played
         except TritonStageError as exc:
             self.emit(events.error("UNAVAILABLE", f"the response failed: {exc}; the session goes on"))
         await self._finish(response, interrupted=False, played_ms=response.sent_ms)
+
+    async def _pace(self, response: _Response, lead_ms: int | None = None) -> None:
+        """Send audio at most ``playback_lead_ms`` ahead of real-time playback.
+
+        The client plays what it receives; pacing keeps the server's idea of what was played (and of
+        whether the assistant is still speaking, which the duplex model needs for barge-in) within
+        the lead, instead of the whole reply arriving in the first second.
+        """
+        assert response.first_audio_at is not None
+        lead = self.playback_lead_ms if lead_ms is None else lead_ms
+        elapsed_ms = (time.perf_counter() - response.first_audio_at) * 1000
+        ahead_ms = response.sent_ms - elapsed_ms
+        if ahead_ms > lead:
+            await asyncio.sleep((ahead_ms - lead) / 1000)
 
     async def _interrupt(self, played_ms: int) -> None:
         """Barge-in or client cancel: stop every Triton stream of the turn and store what was played."""

@@ -15,7 +15,11 @@ from orchestrator.converse.handler import ConverseService
 from orchestrator.devstack.triton_launcher import free_port
 from orchestrator.server.interceptor import DomainErrorInterceptor
 from orchestrator.server.servicer import MinMoServicer
+from orchestrator.server.sessions import StoreSessionReader
 from orchestrator.state.store import SessionStore
+from orchestrator.tasks.handlers import SynthesizeService, TranscribeService
+from orchestrator.tasks.synthesize import Synthesizer
+from orchestrator.tasks.transcribe import Transcriber
 from orchestrator.triton.client import TritonModels
 
 
@@ -38,7 +42,13 @@ async def running_orchestrator(
     models = TritonModels(triton_url)
     service = ConverseService(models, store, max_sessions=max_sessions)
     server = grpc.aio.server(interceptors=[DomainErrorInterceptor()])
-    minmo_pb2_grpc.add_MinMoServicer_to_server(MinMoServicer(converse=service), server)
+    servicer = MinMoServicer(
+        converse=service,
+        transcribe=TranscribeService(Transcriber(models)),
+        synthesize=SynthesizeService(Synthesizer(models)),
+        sessions=StoreSessionReader(store),
+    )
+    minmo_pb2_grpc.add_MinMoServicer_to_server(servicer, server)
     port = free_port()
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()

@@ -1,0 +1,45 @@
+"""Triton stream handling Transcribe and Synthesize share: reading a request whole, ending a session."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import TypeVar
+
+import numpy as np
+
+from orchestrator.triton.client import ModelStream, TritonModels
+
+T = TypeVar("T")
+
+
+@contextlib.asynccontextmanager
+async def closing(responses: AsyncIterator[T]) -> AsyncIterator[AsyncIterator[T]]:
+    """Close a response iterator on any exit: `async for` alone leaves an abandoned one suspended,
+    holding its stream's lock, and only its ``aclose`` cancels the request in flight."""
+    try:
+        yield responses
+    finally:
+        aclose = getattr(responses, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+async def drain(responses: AsyncIterator[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+    """All responses of one request; closing the iterator on any exit cancels a request cut off midway."""
+    async with closing(responses) as items:
+        return [item async for item in items]
+
+
+async def end_backbone_session(models: TritonModels, stream: ModelStream, session_id: int) -> None:
+    """Send END for a backbone session (its state is kept on cancellation, so it must be ended explicitly).
+
+    A request cut off midway cancelled its gRPC stream; requests of one Triton stream run in order,
+    so END on a new gRPC stream is handled after the cut-off request has stopped.
+    """
+    closer = models.open_stream("backbone") if stream.cancelled else stream
+    try:
+        await drain(closer.request({"MAX_NEW_TOKENS": np.array([0], np.int32)}, sequence_id=session_id, end=True))
+    finally:
+        if closer is not stream:
+            await closer.close()
