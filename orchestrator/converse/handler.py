@@ -74,8 +74,10 @@ class ConverseService:
             session = ConverseSession(
                 self.models, self.store, session_id=session_id, settings=settings, next_sequence=len(history) + 1
             )
-            await rebuild_context(session, history)
+            # The token goes out before the first Triton call: if Triton is down, the call ends with
+            # UNAVAILABLE and the client resumes the (persisted) session later.
             yield events.session_started(session_id, token, resumed=resumed, history_turns=len(history))
+            await rebuild_context(session, history)
             async for event in session.run(request_iterator):
                 yield event
         finally:

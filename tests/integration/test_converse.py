@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from minmo.v1 import minmo_pb2 as pb
 
-from orchestrator.devstack.triton_launcher import TritonProcess
+from orchestrator.devstack.triton_launcher import TritonProcess, free_port
 from tests.integration.converse_client import ConverseClient, silence, speech
 from tests.integration.helpers import open_streams
 from tests.integration.orchestrator_fixture import running_orchestrator
@@ -183,3 +183,24 @@ async def test_bad_input_gets_clear_statuses_and_a_bad_chunk_is_survived(triton:
         done = await live.wait_for("response_done")
         assert done.response_done.status == pb.COMPLETED
         await live.close()
+
+
+async def test_triton_unavailable_ends_the_call_and_keeps_the_session(triton: TritonProcess) -> None:
+    closed = f"127.0.0.1:{free_port()}"
+    async with running_orchestrator(closed) as down:
+        client = ConverseClient(down.channel)
+        client.send(session=pb.SessionStart(config=pb.SessionConfig()))
+        started = (await client.wait_for("session_started")).session_started
+        await client.close()
+        assert client.error is not None and client.error.code() == grpc.StatusCode.UNAVAILABLE
+        assert "retry" in (client.error.details() or "")
+        record = await down.store.get(started.session_id)
+        assert record.session_id == started.session_id
+        prefix = down.store.prefix
+        async with running_orchestrator(triton.grpc_url, prefix=prefix) as up:
+            again = ConverseClient(up.channel)
+            again.send(session=pb.SessionStart(resume_token=started.resume_token))
+            assert (await again.wait_for("session_started", within=30)).session_started.resumed
+            again.send(text=pb.TextInput(text="hello again"))
+            assert (await again.wait_for("response_done")).response_done.status == pb.COMPLETED
+            await again.close()
