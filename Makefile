@@ -5,18 +5,27 @@ VENV := .venv
 PY := $(VENV)/bin/python
 WEIGHTS := weights/smoke
 STAMP := $(VENV)/.installed
+PROTO_GEN := protos/gen
+PROTOS := $(shell find protos/minmo -name "*.proto")
 
-.PHONY: install weights up down demo test lint perf clean
+.PHONY: install protos weights up down demo test lint perf clean
 
 # System packages (espeak-ng and sox for test speech, Debian's libpython3.11 for the Triton Python
-# stub, redis-server) and the venv. Re-runs only when pyproject.toml changes.
-install: $(STAMP)
+# stub, redis-server), the venv, and the API's generated code. Re-runs only when pyproject.toml changes.
+install: $(STAMP) protos
 $(STAMP): pyproject.toml
 	@bash scripts/install_system_packages.sh
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
+
+# Python code and type stubs of protos/minmo into the gitignored protos/gen (package `minmo`). The editable
+# install maps only the packages that existed when it ran (on a fresh clone: before protos/gen), hence the re-install.
+protos: $(PROTO_GEN)/.stamp
+$(PROTO_GEN)/.stamp: $(STAMP) $(PROTOS) scripts/gen_protos.sh
+	PY=$(PY) bash scripts/gen_protos.sh
+	@$(PY) -c "import minmo.v1.minmo_pb2_grpc" 2>/dev/null || $(PY) -m pip install --quiet --no-deps -e .
 
 weights: install $(WEIGHTS)/.stamp
 $(WEIGHTS)/.stamp: $(STAMP) $(shell find services -name "*.py") services/duplex/checkpoints/smoke/model.safetensors
@@ -32,7 +41,7 @@ down:
 demo: weights
 	@$(VENV)/bin/minmo stack down >/dev/null 2>&1 || true
 	$(VENV)/bin/minmo stack up --weights $(WEIGHTS)
-	$(VENV)/bin/minmo demo --out out/reply.wav
+	$(VENV)/bin/minmo talk --out out/reply.wav
 
 # Per-stage latency of the streaming paths against the local stack (started if it is not up).
 perf: weights
@@ -48,4 +57,4 @@ test: weights lint
 	$(PY) -m pytest -q
 
 clean: down
-	rm -rf .run out $(WEIGHTS)
+	rm -rf .run out $(WEIGHTS) $(PROTO_GEN)

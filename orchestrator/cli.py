@@ -20,6 +20,7 @@ def _stack(args: argparse.Namespace) -> int:
             f"({'started, pid ' + str(state.redis_pid) if state.redis_pid else 'already running'}); "
             f"log: {stack.RUN_DIR / 'triton.log'}"
         )
+        print(f"orchestrator 127.0.0.1:50051 (pid {state.orchestrator_pid}); log: {stack.RUN_DIR / 'orchestrator.log'}")
     else:
         for line in stack.down() or ["nothing to stop"]:
             print(line)
@@ -32,6 +33,37 @@ def _demo(args: argparse.Namespace) -> int:
     return demo_chain.main(
         ["--triton", args.triton, "--out", str(args.out), *(["--realtime"] if args.realtime else [])]
     )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from orchestrator.server.app import ServeError, serve
+    from orchestrator.server.contracts import ServeSettings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = ServeSettings(
+        port=args.port,
+        host=args.host,
+        triton_url=args.triton,
+        redis_url=args.redis,
+        max_sessions=args.max_sessions,
+        grace_seconds=args.grace,
+    )
+    try:
+        asyncio.run(serve(settings))
+    except ServeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _talk(args: argparse.Namespace) -> int:
+    from orchestrator import talk
+
+    wav = ["--wav", str(args.wav)] if args.wav else []
+    return talk.main(["--server", args.server, "--out", str(args.out), *wav])
 
 
 def _weights(args: argparse.Namespace) -> int:
@@ -52,6 +84,15 @@ def main(argv: list[str] | None = None) -> int:
     stack_cmd.add_argument("--metrics-port", type=int, default=8002)
     stack_cmd.set_defaults(run=_stack)
 
+    serve_cmd = commands.add_parser("serve", help="run the orchestrator's gRPC server (minmo.v1.MinMo)")
+    serve_cmd.add_argument("--port", type=int, default=50051)
+    serve_cmd.add_argument("--host", default="[::]", help="address to listen on")
+    serve_cmd.add_argument("--triton", default="127.0.0.1:8001", help="Triton's gRPC address")
+    serve_cmd.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="Redis URL")
+    serve_cmd.add_argument("--max-sessions", type=int, default=16, help="concurrent Converse sessions per process")
+    serve_cmd.add_argument("--grace", type=float, default=10.0, help="seconds calls in flight get on SIGTERM")
+    serve_cmd.set_defaults(run=_serve)
+
     weights_cmd = commands.add_parser("weights", help="build the seeded smoke weights")
     weights_cmd.add_argument("--out", type=Path, default=Path("weights/smoke"))
     weights_cmd.set_defaults(run=_weights)
@@ -62,6 +103,12 @@ def main(argv: list[str] | None = None) -> int:
     demo_cmd.add_argument("--out", type=Path, default=Path("out/reply.wav"))
     demo_cmd.add_argument("--realtime", action="store_true")
     demo_cmd.set_defaults(run=_demo)
+
+    talk_cmd = commands.add_parser("talk", help="a spoken conversation with the orchestrator (Converse)")
+    talk_cmd.add_argument("--server", default="127.0.0.1:50051")
+    talk_cmd.add_argument("--wav", type=Path, help="speak this WAV instead of the scripted conversation")
+    talk_cmd.add_argument("--out", type=Path, default=Path("out/reply.wav"))
+    talk_cmd.set_defaults(run=_talk)
 
     args = parser.parse_args(argv)
     try:

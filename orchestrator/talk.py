@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import sys
 import tempfile
 import time
@@ -74,6 +75,14 @@ def wav_conversation(path: Path) -> list[Step]:
     return [Step(np.concatenate([mono, _silence(1.6)]), wait_for_response=True)]
 
 
+def _heard(transcript: Transcript, reply_ms: int) -> bool:
+    return transcript.reply_ms >= reply_ms
+
+
+def _answered(transcript: Transcript, responses: int) -> bool:
+    return transcript.responses > responses
+
+
 def _describe(event: pb.ServerEvent) -> str | None:
     kind = event.WhichOneof("event")
     if kind == "session_started":
@@ -116,11 +125,12 @@ async def talk(server: str, steps: list[Step], out: Path, log: Callable[[str], N
                 await asyncio.sleep(CHUNK_MS / 1000)
             if step.barge_in_after_ms is not None:
                 async with reply_audio:
-                    target = heard_before + step.barge_in_after_ms
-                    await reply_audio.wait_for(lambda target=target: transcript.reply_ms >= target)
+                    await reply_audio.wait_for(
+                        functools.partial(_heard, transcript, heard_before + step.barge_in_after_ms)
+                    )
             if step.wait_for_response:
                 async with reply_audio:
-                    await reply_audio.wait_for(lambda before=before: transcript.responses > before)
+                    await reply_audio.wait_for(functools.partial(_answered, transcript, before))
         async with reply_audio:
             await reply_audio.wait_for(lambda: not pending_response())
         yield pb.ClientEvent(end=pb.EndSession())

@@ -1,7 +1,9 @@
 """``make up`` / ``make down``: the local stack in the background, and exactly that stack stopped.
 
-What we started is written to ``.run/stack.json`` (pids and ports), so ``down`` stops those
-processes and nothing else: a Redis that was already running stays running.
+The stack is Triton, Redis and the orchestrator (``minmo serve`` on 50051), which starts once Triton
+is ready; ``up`` returns when the orchestrator's health says SERVING. What we started is written to
+``.run/stack.json`` (pids and ports), so ``down`` stops those processes and nothing else: a Redis
+that was already running stays running.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from orchestrator.devstack.orchestrator_process import start_orchestrator, wait_until_serving
 from orchestrator.devstack.redis_service import ensure_redis
 from orchestrator.devstack.triton_launcher import (
     StackError,
     TritonPorts,
+    port_in_use,
     start_triton,
     wait_until_ready,
 )
@@ -31,6 +35,7 @@ STATE_FILE = RUN_DIR / "stack.json"
 class StackState:
     triton_pid: int | None = None
     redis_pid: int | None = None
+    orchestrator_pid: int | None = None
     ports: dict[str, int] = field(default_factory=dict)
     weights_dir: str = ""
 
@@ -51,21 +56,40 @@ def _alive(pid: int | None) -> bool:
     return True
 
 
-def up(weights_dir: Path, ports: TritonPorts, redis_host: str = "127.0.0.1", redis_port: int = 6379) -> StackState:
+def up(
+    weights_dir: Path,
+    ports: TritonPorts,
+    redis_host: str = "127.0.0.1",
+    redis_port: int = 6379,
+    orchestrator_port: int = 50051,
+) -> StackState:
     state = _read_state()
     if state is not None and _alive(state.triton_pid):
         raise StackError(f"the stack is already up (triton pid {state.triton_pid}); `make down` first")
+    if port_in_use(orchestrator_port):  # checked now rather than after minutes of model loading
+        raise StackError(
+            f"port {orchestrator_port} (orchestrator) already in use: stop what holds it (`make down`, or `ss -ltnp`)"
+        )
     redis_pid = ensure_redis(redis_host, redis_port, RUN_DIR)
     triton = start_triton(REPO_ROOT / "model_repository", weights_dir, RUN_DIR, ports)
     state = StackState(
         triton_pid=triton.process.pid,
         redis_pid=redis_pid,
-        ports={**asdict(ports), "redis": redis_port},
+        ports={**asdict(ports), "redis": redis_port, "orchestrator": orchestrator_port},
         weights_dir=str(weights_dir),
     )
     STATE_FILE.write_text(json.dumps(asdict(state), indent=2))
     try:
         wait_until_ready(triton)
+        orchestrator = start_orchestrator(
+            RUN_DIR,
+            port=orchestrator_port,
+            triton_url=f"127.0.0.1:{ports.grpc}",
+            redis_url=f"redis://{redis_host}:{redis_port}/0",
+        )
+        state.orchestrator_pid = orchestrator.process.pid
+        STATE_FILE.write_text(json.dumps(asdict(state), indent=2))
+        wait_until_serving(orchestrator)
     except StackError:
         down()
         raise
@@ -78,7 +102,13 @@ def down() -> list[str]:
     if state is None:
         return []
     stopped = []
-    for name, pid in (("tritonserver", state.triton_pid), ("redis-server", state.redis_pid)):
+    # The orchestrator first: its calls in flight still need Triton and Redis during its grace period.
+    processes = (
+        ("orchestrator", state.orchestrator_pid),
+        ("tritonserver", state.triton_pid),
+        ("redis-server", state.redis_pid),
+    )
+    for name, pid in processes:
         if _alive(pid):
             assert pid is not None
             _terminate_group(pid)

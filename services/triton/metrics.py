@@ -7,9 +7,15 @@ counters time the work itself, from the first tensor read to the FINAL flag, for
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+# Metric updates travel from the stub to the server over the same IPC channel as responses; the
+# Python backend does not promise that concurrent updates from several threads are safe, and a
+# model here updates from its worker threads and its idle sweeper. One lock serialises them.
+METRICS_LOCK = threading.Lock()
 
 COMPUTE_SECONDS = "minmo_compute_seconds_total"
 COMPUTE_REQUESTS = "minmo_compute_requests_total"
@@ -40,5 +46,6 @@ class ComputeMeter:
         try:
             yield
         finally:
-            self._seconds.increment(time.perf_counter() - started)
-            self._requests.increment(1)
+            with METRICS_LOCK:
+                self._seconds.increment(time.perf_counter() - started)
+                self._requests.increment(1)

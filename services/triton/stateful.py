@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from services.common.stream_state import StreamStateStore
+from services.triton.metrics import METRICS_LOCK
 from services.triton.params import ModelParameters
 from services.triton.requests import SequenceFlags
 
@@ -73,4 +74,5 @@ class StreamRegistry(Generic[StateT]):
 
     def _refresh_gauge(self) -> None:
         self._store.expire_idle()
-        self._gauge.set(len(self._store))
+        with METRICS_LOCK:
+            self._gauge.set(len(self._store))

@@ -1,0 +1,1 @@
+"""The orchestrator's gRPC server (``minmo serve``): the MinMo service shell, health, reflection, error mapping."""

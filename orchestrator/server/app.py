@@ -1,0 +1,98 @@
+"""The orchestrator's gRPC server: ``minmo.v1.MinMo`` plus standard health checking and reflection.
+
+``build_server`` assembles a server around any servicer (tests pass their own); ``serve`` is the
+process: shared clients, handlers, the readiness monitor, and a graceful stop on SIGTERM (health
+turns NOT_SERVING, new calls are refused, calls in flight get the grace period to finish).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+import grpc
+import grpc.aio
+import redis.asyncio
+from grpc_health.v1 import health, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from minmo.v1 import minmo_pb2_grpc
+
+from orchestrator.server.contracts import SERVICE_NAME, ServerDeps, ServeSettings
+from orchestrator.server.health import ReadinessMonitor, not_serving_until_checked, redis_probe, triton_probe
+from orchestrator.server.interceptor import DomainErrorInterceptor
+from orchestrator.server.wiring import build_servicer
+from orchestrator.triton.client import TritonModels
+
+logger = logging.getLogger(__name__)
+
+
+class ServeError(RuntimeError):
+    """The server could not start; the message says why and what to do."""
+
+
+def build_server(
+    servicer: minmo_pb2_grpc.MinMoServicer,
+    *,
+    port: int,
+    health_servicer: health.aio.HealthServicer,
+    host: str = "[::]",
+) -> grpc.aio.Server:
+    """A server (not started) with the MinMo service, health and reflection, bound to ``host:port``."""
+    # Without this gRPC binds with SO_REUSEPORT, and a second server on a taken port starts silently.
+    server = grpc.aio.server(interceptors=[DomainErrorInterceptor()], options=[("grpc.so_reuseport", 0)])
+    minmo_pb2_grpc.add_MinMoServicer_to_server(servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    address = f"{host}:{port}"
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise ServeError(f"cannot listen on {address} ({exc}): is the port taken? (`ss -ltnp`)") from exc
+    if bound == 0:
+        raise ServeError(f"cannot listen on {address}: is the port taken? (`ss -ltnp`)")
+    return server
+
+
+async def serve(settings: ServeSettings) -> None:
+    """Run one orchestrator process until SIGTERM or SIGINT."""
+    triton = TritonModels(settings.triton_url)
+    redis_client = redis.asyncio.Redis.from_url(settings.redis_url, socket_connect_timeout=2)
+    server: grpc.aio.Server | None = None
+    try:
+        health_servicer = health.aio.HealthServicer()
+        await not_serving_until_checked(health_servicer)
+        servicer = build_servicer(ServerDeps(settings=settings, triton=triton, redis=redis_client))
+        server = build_server(servicer, port=settings.port, health_servicer=health_servicer, host=settings.host)
+        monitor = ReadinessMonitor(
+            health_servicer, [triton_probe(triton), redis_probe(redis_client)], settings.health_interval_seconds
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await server.start()
+        logger.info(
+            "orchestrator listening on %s:%d (Triton %s, Redis %s, at most %d sessions)",
+            settings.host,
+            settings.port,
+            settings.triton_url,
+            settings.redis_url,
+            settings.max_sessions,
+        )
+        async with asyncio.TaskGroup() as tasks:
+            monitoring = tasks.create_task(monitor.run())
+            await stop.wait()
+            logger.info("stopping: refusing new calls, %.0f s for calls in flight", settings.grace_seconds)
+            await health_servicer.enter_graceful_shutdown()
+            await server.stop(settings.grace_seconds)
+            server = None
+            monitoring.cancel()
+        logger.info("stopped")
+    finally:
+        if server is not None:
+            await server.stop(None)
+        await triton.close()
+        with contextlib.suppress(redis.RedisError, OSError):
+            await redis_client.aclose()

@@ -1,0 +1,79 @@
+"""What the gRPC shell needs from the domain code, and what it gives the domain code to build it.
+
+``MinMoServicer`` only decodes, delegates and encodes; the work happens in handlers written against
+these Protocols. A process builds each handler from ``ServerDeps`` with a builder function
+(``build_converse_handler(deps)`` and so on; see ``orchestrator.server.wiring``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import grpc.aio
+import redis.asyncio
+from minmo.v1 import minmo_pb2
+
+from orchestrator.triton.client import TritonModels
+
+SERVICE_NAME = "minmo.v1.MinMo"
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """How one orchestrator process runs (``minmo serve`` flags)."""
+
+    port: int = 50051
+    host: str = "[::]"
+    triton_url: str = "127.0.0.1:8001"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    max_sessions: int = 16
+    # On SIGTERM: new calls are refused at once, calls in flight get this long to finish.
+    grace_seconds: float = 10.0
+    health_interval_seconds: float = 2.0
+
+
+@dataclass(frozen=True)
+class ServerDeps:
+    """Shared clients of one process, owned (and closed) by ``serve``; builders must not close them."""
+
+    settings: ServeSettings
+    triton: TritonModels
+    redis: redis.asyncio.Redis
+
+
+class ConverseHandler(Protocol):
+    """One full-duplex session per call; ends the stream when the client ends or the session fails."""
+
+    def converse(
+        self, events: AsyncIterator[minmo_pb2.ClientEvent], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[minmo_pb2.ServerEvent]: ...
+
+
+class TranscribeHandler(Protocol):
+    """Config first, then audio; yields transcript deltas, the last one with ``final``."""
+
+    def transcribe(
+        self, requests: AsyncIterator[minmo_pb2.TranscribeRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[minmo_pb2.TranscribeResponse]: ...
+
+
+class SynthesizeHandler(Protocol):
+    """Text and instruction in; 24 kHz PCM16 chunks out, sequence numbered from 0."""
+
+    def synthesize(
+        self, request: minmo_pb2.SynthesizeRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[minmo_pb2.SynthesizeResponse]: ...
+
+
+class SessionReader(Protocol):
+    """Reads and deletes sessions; both raise ``orchestrator.errors.NotFound`` for an unknown id."""
+
+    async def get(self, session_id: str) -> minmo_pb2.Session: ...
+
+    async def delete(self, session_id: str) -> None: ...
+
+
+# A builder takes the process's shared clients and returns a handler (or a session store).
+Builder = Callable[[ServerDeps], Any]
