@@ -8,6 +8,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+import soxr
 from minmo.v1 import minmo_pb2 as pb
 
 from orchestrator.devstack.triton_launcher import TritonProcess, free_port
@@ -204,3 +205,21 @@ async def test_triton_unavailable_ends_the_call_and_keeps_the_session(triton: Tr
             again.send(text=pb.TextInput(text="hello again"))
             assert (await again.wait_for("response_done")).response_done.status == pb.COMPLETED
             await again.close()
+
+
+async def test_float32_audio_at_48khz_is_resampled(triton: TritonProcess, cache: Path) -> None:
+    audio16 = np.concatenate([speech("Good evening, how are you?", cache), silence(1.6)])
+    audio48 = soxr.resample(audio16, 16_000, 48_000).astype("<f4")
+    async with running_orchestrator(triton.grpc_url) as orch:
+        client = ConverseClient(orch.channel)
+        fmt = pb.AudioFormat(encoding=pb.AudioFormat.FLOAT32, sample_rate_hz=48_000)
+        client.send(session=pb.SessionStart(config=pb.SessionConfig(input_audio_format=fmt, max_response_tokens=5)))
+        started = (await client.wait_for("session_started")).session_started
+        for offset in range(0, len(audio48), 9600):  # 200 ms at 48 kHz
+            client.send(audio=pb.AudioChunk(data=audio48[offset : offset + 9600].tobytes()))
+        done = await client.wait_for("response_done")
+        assert done.response_done.status == pb.COMPLETED
+        history = await orch.store.history(started.session_id)
+        # The turn ends at the respond decision, inside the trailing silence: all speech was heard at 16 kHz.
+        assert (len(audio16) / 16 - 1600) < history[0].audio_ms <= len(audio16) / 16
+        await client.close()
