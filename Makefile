@@ -47,6 +47,7 @@ demo: weights
 perf: weights
 	@curl -sf -o /dev/null http://127.0.0.1:8000/v2/health/ready || $(VENV)/bin/minmo stack up --weights $(WEIGHTS)
 	$(PY) -m perf.stage_latency --repeats 5
+	$(PY) -m perf.converse_latency --runs 5
 
 lint: install
 	$(VENV)/bin/ruff check .
