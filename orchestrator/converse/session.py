@@ -35,6 +35,7 @@ from services.backbone import ChatPrompt, SmokeByteTokenizer
 from services.duplex import Decision, DecisionPolicy
 
 OUTPUT_RATE = 24_000
+IDLE_TURN_FRAMES = 50  # 6 s of listening without speech
 _CLOSE = object()
 
 
@@ -46,6 +47,11 @@ class _Turn:
     stage_ms: dict[str, float] = field(default_factory=lambda: {"encoder": 0.0, "backbone_prefill": 0.0, "duplex": 0.0})
     voiced: bool = False
     audio_ms: int = 0
+    start_length: int = -1  # backbone context length before the turn was opened
+
+    @property
+    def frames(self) -> int:
+        return sum(len(rows) for rows in self.embeddings)
 
     def add(self, embeddings: np.ndarray, stage_ms: dict[str, float]) -> None:
         if len(embeddings):
@@ -178,6 +184,11 @@ class ConverseSession:
                 self.turn.add(step.embeddings, step.stage_ms)
                 self.turn.voiced = self.turn.voiced or heard_speech
                 self.turn.audio_ms += len(pcm) * 1000 // 16_000
+                if not self.turn.voiced and self.turn.frames > IDLE_TURN_FRAMES:
+                    # Nobody is talking: forget the silence instead of growing the context with it, so
+                    # an idle session never fills the backbone's positions.
+                    await self.context.append(truncate_to=self.turn.start_length)
+                    self.turn = None
         for probs in step.probs:
             decision = self.gate.step(torch.from_numpy(probs.copy()), speaking)
             if self.settings.turn_detection != "model":
@@ -192,7 +203,10 @@ class ConverseSession:
         if self.response is not None:
             self.response.listened.append(embeddings)
             return await self.context.append(speech=embeddings, sequence_id=self.response.fork_id)
-        opening = self.context.prompt.user_speech_open() if self.turn is not None and not self.turn.embeddings else []
+        opening: list[int] = []
+        if self.turn is not None and not self.turn.embeddings:
+            opening = self.context.prompt.user_speech_open()
+            self.turn.start_length = self.context.length
         return await self.context.append(ids=opening, speech=embeddings)
 
     async def _on_commit(self) -> None:

@@ -223,3 +223,19 @@ async def test_float32_audio_at_48khz_is_resampled(triton: TritonProcess, cache:
         # The turn ends at the respond decision, inside the trailing silence: all speech was heard at 16 kHz.
         assert (len(audio16) / 16 - 1600) < history[0].audio_ms <= len(audio16) / 16
         await client.close()
+
+
+async def test_long_silence_does_not_grow_the_context(triton: TritonProcess, cache: Path) -> None:
+    async with running_orchestrator(triton.grpc_url) as orch:
+        client = ConverseClient(orch.channel)
+        client.send(session=pb.SessionStart(config=pb.SessionConfig(max_response_tokens=5)))
+        started = (await client.wait_for("session_started")).session_started
+        client.send_audio(silence(20.0))
+        client.send_audio(np.concatenate([speech("Is anybody there?", cache), silence(1.6)]))
+        done = await client.wait_for("response_done")
+        assert done.response_done.status == pb.COMPLETED
+        history = await orch.store.history(started.session_id)
+        # The stored (and rebuilt) user turn holds the question, not the 20 s of silence before it.
+        assert history[0].audio_ms < 9_000
+        assert history[0].speech_matrix().shape[0] < 9_000 // 120
+        await client.close()
