@@ -85,10 +85,6 @@ class BackboneContext:
         await self.stream.close()
 
 
-def decode_speech(blob: bytes, dim: int) -> np.ndarray:
-    return np.frombuffer(blob, dtype=np.float32).reshape(-1, dim).copy() if dim else np.zeros((0, 0), np.float32)
-
-
 def token_count_for_played(played_ms: int, generated: int, *, ms_per_text_token: float = 120.0) -> int:
     """Text tokens whose speech was played: MinMo speaks 5 text tokens per 15 speech tokens (600 ms)."""
     return max(0, min(generated, int(np.ceil(played_ms / ms_per_text_token))))
