@@ -50,6 +50,9 @@ def _serve(args: argparse.Namespace) -> int:
         redis_url=args.redis,
         max_sessions=args.max_sessions,
         grace_seconds=args.grace,
+        metrics_port=args.metrics_port,
+        trace_file=args.trace_file,
+        otlp_endpoint=args.otlp_endpoint,
     )
     try:
         asyncio.run(serve(settings))
@@ -91,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     serve_cmd.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="Redis URL")
     serve_cmd.add_argument("--max-sessions", type=int, default=16, help="concurrent Converse sessions per process")
     serve_cmd.add_argument("--grace", type=float, default=10.0, help="seconds calls in flight get on SIGTERM")
+    serve_cmd.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on http://HOST:PORT/metrics")
+    serve_cmd.add_argument("--trace-file", type=Path, help="append finished spans to this JSON-lines file")
+    serve_cmd.add_argument("--otlp-endpoint", help="export spans over OTLP gRPC, e.g. http://127.0.0.1:4317")
     serve_cmd.set_defaults(run=_serve)
 
     weights_cmd = commands.add_parser("weights", help="build the seeded smoke weights")

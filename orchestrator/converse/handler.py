@@ -20,6 +20,7 @@ from orchestrator.converse import events
 from orchestrator.converse.session import ConverseSession
 from orchestrator.converse.settings import SessionSettings
 from orchestrator.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from orchestrator.observability import metrics
 from orchestrator.server.contracts import ServerDeps
 from orchestrator.state.errors import SessionNotFound
 from orchestrator.state.records import StoredTurn
@@ -48,11 +49,13 @@ class ConverseService:
                 f"this orchestrator serves {self.max_sessions} sessions already; retry later or on another replica"
             )
         self.active += 1
+        metrics.ACTIVE_SESSIONS.inc()
         try:
             async for event in self._serve(first.session, request_iterator):
                 yield event
         finally:
             self.active -= 1
+            metrics.ACTIVE_SESSIONS.dec()
 
     async def _serve(
         self, start: pb.SessionStart, request_iterator: AsyncIterator[pb.ClientEvent]

@@ -14,17 +14,21 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from minmo.v1 import minmo_pb2 as pb
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 
 from orchestrator.audio import AudioFormatError, InputAudioDecoder
 from orchestrator.converse import events
 from orchestrator.converse.context import BackboneContext, token_count_for_played
 from orchestrator.converse.settings import SessionSettings
+from orchestrator.converse.turns import Response, Turn, end_turn_trace, latencies
 from orchestrator.converse.vad import EnergyVad
+from orchestrator.observability import metrics
+from orchestrator.observability.tracing import stage_span, tracer
 from orchestrator.stages.listen import ListenPath
 from orchestrator.stages.speak import AudioDelta, SpeakConfig, SpeakPath, TextDelta
 from orchestrator.state.records import StoredTurn
@@ -34,50 +38,8 @@ from orchestrator.triton.errors import TritonStageError
 from services.backbone import ChatPrompt, SmokeByteTokenizer
 from services.duplex import Decision, DecisionPolicy
 
-OUTPUT_RATE = 24_000
 IDLE_TURN_FRAMES = 50  # 6 s of listening without speech
 _CLOSE = object()
-
-
-@dataclass
-class _Turn:
-    """The user turn being listened to."""
-
-    embeddings: list[np.ndarray] = field(default_factory=list)
-    stage_ms: dict[str, float] = field(default_factory=lambda: {"encoder": 0.0, "backbone_prefill": 0.0, "duplex": 0.0})
-    voiced: bool = False
-    audio_ms: int = 0
-    start_length: int = -1  # backbone context length before the turn was opened
-
-    @property
-    def frames(self) -> int:
-        return sum(len(rows) for rows in self.embeddings)
-
-    def add(self, embeddings: np.ndarray, stage_ms: dict[str, float]) -> None:
-        if len(embeddings):
-            self.embeddings.append(embeddings)
-        for name, value in stage_ms.items():
-            self.stage_ms[name] = self.stage_ms.get(name, 0.0) + value
-
-
-@dataclass
-class _Response:
-    id: int
-    speak: SpeakPath
-    fork_id: int
-    start_length: int
-    turn: _Turn
-    end_of_speech_at: float | None
-    task: asyncio.Task[None] | None = None
-    sent_samples: int = 0
-    first_audio_at: float | None = None
-    sequence: int = 0
-    finished: bool = False
-    listened: list[np.ndarray] = field(default_factory=list)  # user audio embeddings while speaking
-
-    @property
-    def sent_ms(self) -> int:
-        return self.sent_samples * 1000 // OUTPUT_RATE
 
 
 class ConverseSession:
@@ -103,8 +65,8 @@ class ConverseSession:
         self.gate = DecisionPolicy().new_gate()
         self.next_sequence = next_sequence
         self.playback_lead_ms = playback_lead_ms
-        self.turn: _Turn | None = None
-        self.response: _Response | None = None
+        self.turn: Turn | None = None
+        self.response: Response | None = None
         self._lock = asyncio.Lock()  # every change of the backbone context, in conversation order
         self._out: asyncio.Queue[pb.ServerEvent | object] = asyncio.Queue()
         self._group: asyncio.TaskGroup | None = None
@@ -126,6 +88,8 @@ class ConverseSession:
                 await supervisor
 
     def emit(self, event: pb.ServerEvent) -> None:
+        if event.WhichOneof("event") == "error":
+            metrics.ERRORS.labels(code=event.error.code).inc()
         self._out.put_nowait(event)
 
     async def _serve(self, client_events: AsyncIterator[pb.ClientEvent]) -> None:
@@ -178,7 +142,7 @@ class ConverseSession:
         async with self._lock:
             speaking = self.response is not None and self.response.first_audio_at is not None
             if self.response is None and self.turn is None:
-                self.turn = _Turn()
+                self.turn = Turn()
             step = await self.listen.push(pcm, speaking=speaking)
             if self.turn is not None and self.response is None:
                 self.turn.add(step.embeddings, step.stage_ms)
@@ -237,7 +201,7 @@ class ConverseSession:
 
     # Responding ------------------------------------------------------------------------------------
 
-    async def _close_spoken_turn(self) -> _Turn:
+    async def _close_spoken_turn(self) -> Turn:
         turn = self.turn
         assert turn is not None
         await self.context.append(ids=self.context.prompt.user_speech_close())
@@ -262,7 +226,8 @@ class ConverseSession:
         async with self._lock:
             if self.response is not None:
                 return
-            turn = self.turn if self.turn is not None else _Turn()
+            decided_ns = time.time_ns()
+            turn = self.turn if self.turn is not None else Turn()
             query = text_query
             if query is None:
                 turn = await self._close_spoken_turn()
@@ -282,7 +247,7 @@ class ConverseSession:
                     seed=self.next_sequence,
                 ),
             )
-            response = _Response(
+            response = Response(
                 id=self.next_sequence,
                 speak=speak,
                 fork_id=fork_id,
@@ -292,9 +257,27 @@ class ConverseSession:
             )
             self.response = response
             self.emit(events.response_started(response.id))
-            response.task = self._group.create_task(self._speak(response))
+            # One trace per assistant turn, a root of its own (not a child of the long Converse call).
+            response.span = tracer().start_span(
+                "turn",
+                context=otel_context.Context(),
+                start_time=turn.started_ns,
+                attributes={"minmo.session.id": self.session_id, "minmo.turn.sequence": response.id},
+            )
+            stage_span(
+                response.span,
+                "listen",
+                turn.started_ns,
+                decided_ns,
+                audio_ms=turn.audio_ms,
+                **{f"{name}_ms": value for name, value in turn.stage_ms.items()},
+            )
+            # The task inherits the current span: the speak path's Triton calls carry its traceparent.
+            with trace.use_span(response.span, end_on_exit=False):
+                response.task = self._group.create_task(self._speak(response))
+            stage_span(response.span, "respond_decision", decided_ns, time.time_ns())
 
-    async def _speak(self, response: _Response) -> None:
+    async def _speak(self, response: Response) -> None:
         try:
             async for delta in response.speak.run():
                 if isinstance(delta, TextDelta):
@@ -302,8 +285,12 @@ class ConverseSession:
                 elif isinstance(delta, AudioDelta):
                     if response.first_audio_at is None:
                         response.first_audio_at = time.perf_counter()
+                    elif (time.perf_counter() - response.first_audio_at) * 1000 > response.sent_ms:
+                        metrics.AUDIO_UNDERRUNS.inc()  # the client has played everything it was sent
                     await self._pace(response)
                     self.emit(events.audio_delta(response.id, response.sequence, delta.samples))
+                    if response.first_sent_at is None:
+                        response.first_sent_at = time.perf_counter()
                     response.sequence += 1
                     response.sent_samples += delta.samples.size
             if response.first_audio_at is not None:
@@ -312,7 +299,7 @@ class ConverseSession:
             self.emit(events.error("UNAVAILABLE", f"the response failed: {exc}; the session goes on"))
         await self._finish(response, interrupted=False, played_ms=response.sent_ms)
 
-    async def _pace(self, response: _Response, lead_ms: int | None = None) -> None:
+    async def _pace(self, response: Response, lead_ms: int | None = None) -> None:
         """Send audio at most ``playback_lead_ms`` ahead of real-time playback.
 
         The client plays what it receives; pacing keeps the server's idea of what was played (and of
@@ -332,6 +319,7 @@ class ConverseSession:
         if response is None or response.finished:
             return
         response.finished = True
+        metrics.INTERRUPTIONS.inc()
         response.speak.cancel()
         if response.task is not None:
             response.task.cancel()
@@ -344,13 +332,13 @@ class ConverseSession:
         played = min(played_ms, response.sent_ms) if played_ms else heard
         await self._complete(response, interrupted=True, played_ms=played)
 
-    async def _finish(self, response: _Response, *, interrupted: bool, played_ms: int) -> None:
+    async def _finish(self, response: Response, *, interrupted: bool, played_ms: int) -> None:
         if response.finished:
             return
         response.finished = True
         await self._complete(response, interrupted=interrupted, played_ms=played_ms)
 
-    async def _complete(self, response: _Response, *, interrupted: bool, played_ms: int) -> None:
+    async def _complete(self, response: Response, *, interrupted: bool, played_ms: int) -> None:
         async with self._lock:
             generated = response.speak.token_ids
             keep = token_count_for_played(played_ms, len(generated)) if interrupted else len(generated)
@@ -359,38 +347,22 @@ class ConverseSession:
             ids = tuple(generated[:keep])
             text = self.tokenizer.decode(list(ids))
             await self._persist(StoredTurn(response.id, "assistant", text, ids, played_ms, interrupted))
-            latencies = self._latencies(response)
+            stage_ms = latencies(response)
+            metrics.record_latencies(stage_ms)
+            end_turn_trace(response, interrupted=interrupted, played_ms=played_ms, text_tokens=len(ids))
             self.emit(
                 events.response_done(
-                    response.id, interrupted=interrupted, played_ms=played_ms, text=text, latencies=latencies
+                    response.id, interrupted=interrupted, played_ms=played_ms, text=text, latencies=stage_ms
                 )
             )
             await self.context.close_sequence(response.fork_id)
             self.response = None
             if interrupted and response.listened:
                 # The barge-in's audio becomes the start of the next user turn, after the cut assistant turn.
-                self.turn = _Turn(voiced=True)
+                self.turn = Turn(voiced=True)
                 for rows in response.listened:
                     await self._append_user_speech(rows)
                     self.turn.embeddings.append(rows)
-
-    def _latencies(self, response: _Response) -> dict[str, float]:
-        timings = response.speak.timings
-        first_audio = response.first_audio_at
-        end_to_audio = (
-            (first_audio - response.end_of_speech_at) * 1000
-            if first_audio is not None and response.end_of_speech_at is not None
-            else 0.0
-        )
-        return {
-            "encoder_ms": response.turn.stage_ms.get("encoder", 0.0),
-            "backbone_prefill_ms": response.turn.stage_ms.get("backbone_prefill", 0.0),
-            "duplex_ms": response.turn.stage_ms.get("duplex", 0.0),
-            "first_token_ms": timings.first_token_ms or 0.0,
-            "first_speech_token_ms": timings.first_speech_token_ms or 0.0,
-            "first_audio_ms": timings.first_audio_ms or 0.0,
-            "end_of_speech_to_first_audio_ms": end_to_audio,
-        }
 
     async def _persist(self, turn: StoredTurn) -> None:
         await self.store.append_turn(self.session_id, turn)

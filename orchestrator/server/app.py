@@ -19,6 +19,8 @@ from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from minmo.v1 import minmo_pb2_grpc
 
+from orchestrator.observability.metrics import MetricsServer
+from orchestrator.observability.tracing import Tracing, configure_tracing, server_interceptors
 from orchestrator.server.contracts import SERVICE_NAME, ServerDeps, ServeSettings
 from orchestrator.server.health import ReadinessMonitor, not_serving_until_checked, redis_probe, triton_probe
 from orchestrator.server.interceptor import DomainErrorInterceptor
@@ -38,10 +40,13 @@ def build_server(
     port: int,
     health_servicer: health.aio.HealthServicer,
     host: str = "[::]",
+    tracing: Tracing | None = None,
 ) -> grpc.aio.Server:
     """A server (not started) with the MinMo service, health and reflection, bound to ``host:port``."""
     # Without this gRPC binds with SO_REUSEPORT, and a second server on a taken port starts silently.
-    server = grpc.aio.server(interceptors=[DomainErrorInterceptor()], options=[("grpc.so_reuseport", 0)])
+    # The tracing interceptor comes first, so a call's span sees the status the error interceptor sets.
+    interceptors = [*server_interceptors(tracing), DomainErrorInterceptor()]
+    server = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])
     minmo_pb2_grpc.add_MinMoServicer_to_server(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
@@ -57,6 +62,13 @@ def build_server(
 
 async def serve(settings: ServeSettings) -> None:
     """Run one orchestrator process until SIGTERM or SIGINT."""
+    tracing = configure_tracing(settings.trace_file, settings.otlp_endpoint)
+    metrics: MetricsServer | None = None
+    if settings.metrics_port is not None:
+        try:
+            metrics = MetricsServer(settings.metrics_port)
+        except OSError as exc:
+            raise ServeError(f"cannot serve metrics on port {settings.metrics_port} ({exc}): is it taken?") from exc
     triton = TritonModels(settings.triton_url)
     redis_client = redis.asyncio.Redis.from_url(settings.redis_url, socket_connect_timeout=2)
     server: grpc.aio.Server | None = None
@@ -64,7 +76,9 @@ async def serve(settings: ServeSettings) -> None:
         health_servicer = health.aio.HealthServicer()
         await not_serving_until_checked(health_servicer)
         servicer = build_servicer(ServerDeps(settings=settings, triton=triton, redis=redis_client))
-        server = build_server(servicer, port=settings.port, health_servicer=health_servicer, host=settings.host)
+        server = build_server(
+            servicer, port=settings.port, health_servicer=health_servicer, host=settings.host, tracing=tracing
+        )
         monitor = ReadinessMonitor(
             health_servicer, [triton_probe(triton), redis_probe(redis_client)], settings.health_interval_seconds
         )
@@ -96,3 +110,7 @@ async def serve(settings: ServeSettings) -> None:
         await triton.close()
         with contextlib.suppress(redis.RedisError, OSError):
             await redis_client.aclose()
+        if metrics is not None:
+            metrics.close()
+        if tracing is not None:
+            tracing.close()

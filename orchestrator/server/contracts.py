@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import grpc.aio
@@ -32,6 +33,10 @@ class ServeSettings:
     # On SIGTERM: new calls are refused at once, calls in flight get this long to finish.
     grace_seconds: float = 10.0
     health_interval_seconds: float = 2.0
+    # Observability: Prometheus /metrics on this port (None: off); spans to a JSON-lines file and/or OTLP.
+    metrics_port: int | None = None
+    trace_file: Path | None = None
+    otlp_endpoint: str | None = None
 
 
 @dataclass(frozen=True)

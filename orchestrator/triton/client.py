@@ -16,6 +16,7 @@ import tritonclient.grpc.aio as triton_aio
 from tritonclient.grpc import InferResult, service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
+from orchestrator.observability.tracing import trace_headers
 from orchestrator.triton.errors import TritonStageError, TritonUnavailableError
 from services.triton.responses import INVALID_PREFIX
 
@@ -90,6 +91,8 @@ class TritonModels:
                 sequence_id=sequence_id,
                 sequence_start=start,
                 sequence_end=end,
+                # W3C traceparent: Triton's own spans join the turn's trace when its tracing is on.
+                headers=trace_headers() or None,
             )
         except InferenceServerException as exc:
             raise classify(model, exc) from exc
@@ -117,7 +120,8 @@ class ModelStream:
     def __init__(self, stub: service_pb2_grpc.GRPCInferenceServiceStub, model: str) -> None:
         self.model = model
         self._queue: asyncio.Queue[service_pb2.ModelInferRequest | None] = asyncio.Queue()
-        self._call = stub.ModelStreamInfer(self._requests())
+        # gRPC metadata is per call: a stream carries the trace context current when it is opened.
+        self._call = stub.ModelStreamInfer(self._requests(), metadata=tuple(trace_headers().items()) or None)
         self._responses = self._call.__aiter__()
         self._lock = asyncio.Lock()
         self._next_id = 0

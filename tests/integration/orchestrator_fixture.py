@@ -6,6 +6,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import redis.asyncio
@@ -13,6 +14,8 @@ from minmo.v1 import minmo_pb2_grpc
 
 from orchestrator.converse.handler import ConverseService
 from orchestrator.devstack.triton_launcher import free_port
+from orchestrator.observability.metrics import MetricsServer
+from orchestrator.observability.tracing import configure_tracing, server_interceptors
 from orchestrator.server.interceptor import DomainErrorInterceptor
 from orchestrator.server.servicer import MinMoServicer
 from orchestrator.server.sessions import StoreSessionReader
@@ -30,18 +33,28 @@ class Orchestrator:
     service: ConverseService
     server: grpc.aio.Server
     channel: grpc.aio.Channel
+    metrics_url: str | None = None
 
 
 @asynccontextmanager
 async def running_orchestrator(
-    triton_url: str, *, prefix: str | None = None, max_sessions: int = 8, lease_seconds: float = 2.0
+    triton_url: str,
+    *,
+    prefix: str | None = None,
+    max_sessions: int = 8,
+    lease_seconds: float = 2.0,
+    trace_file: Path | None = None,
+    metrics: bool = False,
 ) -> AsyncIterator[Orchestrator]:
+    """``trace_file`` adds a JSON-lines exporter to the process's tracing; ``metrics`` serves /metrics."""
+    tracing = configure_tracing(trace_file)
+    metrics_server = MetricsServer(free_port(), "127.0.0.1") if metrics else None
     client = redis.asyncio.Redis(host="127.0.0.1", port=6379)
     prefix = prefix or f"test-{uuid.uuid4().hex[:8]}:"
     store = SessionStore(client, prefix=prefix, lease_seconds=lease_seconds)
     models = TritonModels(triton_url)
     service = ConverseService(models, store, max_sessions=max_sessions)
-    server = grpc.aio.server(interceptors=[DomainErrorInterceptor()])
+    server = grpc.aio.server(interceptors=[*server_interceptors(tracing), DomainErrorInterceptor()])
     servicer = MinMoServicer(
         converse=service,
         transcribe=TranscribeService(Transcriber(models)),
@@ -54,7 +67,8 @@ async def running_orchestrator(
     await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     try:
-        yield Orchestrator(f"127.0.0.1:{port}", store, service, server, channel)
+        metrics_url = f"http://127.0.0.1:{metrics_server.port}/metrics" if metrics_server else None
+        yield Orchestrator(f"127.0.0.1:{port}", store, service, server, channel, metrics_url)
     finally:
         await channel.close()
         await server.stop(grace=1)
@@ -62,3 +76,7 @@ async def running_orchestrator(
         async for key in client.scan_iter(match=f"{prefix}*"):
             await client.delete(key)
         await client.aclose()
+        if metrics_server is not None:
+            metrics_server.close()
+        if tracing is not None:
+            tracing.close()

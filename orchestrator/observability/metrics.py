@@ -1,0 +1,61 @@
+"""The orchestrator's Prometheus metrics, served on ``minmo serve --metrics-port``.
+
+Module-level collectors in the default registry: one set per process, as Prometheus expects.
+Latencies are in seconds, counters end in ``_total`` (the client library appends it).
+"""
+
+from __future__ import annotations
+
+import threading
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+# Voice latencies live between tens of milliseconds and a few seconds.
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+STAGES = ("encoder", "backbone_prefill", "duplex", "first_token", "first_speech_token", "first_audio")
+
+FIRST_AUDIO = Histogram(
+    "minmo_first_audio_latency_seconds",
+    "End of the user's speech to the first audio of the answer sent to the client",
+    buckets=LATENCY_BUCKETS,
+)
+STAGE_LATENCY = Histogram(
+    "minmo_stage_latency_seconds",
+    "Per-turn time in one stage: the listen path's stages summed over the user turn (encoder, "
+    "backbone_prefill, duplex); first_token, first_speech_token, first_audio since the response started",
+    ["stage"],
+    buckets=LATENCY_BUCKETS,
+)
+AUDIO_UNDERRUNS = Counter(
+    "minmo_audio_underruns_total", "Audio chunks sent after the client had played everything sent before"
+)
+ACTIVE_SESSIONS = Gauge("minmo_active_sessions", "Converse sessions being served by this process")
+INTERRUPTIONS = Counter("minmo_interruptions_total", "Responses interrupted (barge-in or client cancel)")
+ERRORS = Counter("minmo_errors_total", "Errors sent to clients, by gRPC status code", ["code"])
+
+
+def record_latencies(latencies_ms: dict[str, float]) -> None:
+    """One finished response: the ``ResponseDone`` latencies (ms); unmeasured (zero) ones are skipped."""
+    first_audio = latencies_ms.get("end_of_speech_to_first_audio_ms", 0.0)
+    if first_audio > 0:
+        FIRST_AUDIO.observe(first_audio / 1000)
+    for stage in STAGES:
+        value = latencies_ms.get(f"{stage}_ms", 0.0)
+        if value > 0:
+            STAGE_LATENCY.labels(stage=stage).observe(value / 1000)
+
+
+class MetricsServer:
+    """The ``/metrics`` HTTP endpoint, on a daemon thread of its own."""
+
+    def __init__(self, port: int, host: str = "0.0.0.0") -> None:
+        server, thread = start_http_server(port, host)
+        self._server: WSGIServer = server
+        self._thread: threading.Thread = thread
+        self.port = server.server_port
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
