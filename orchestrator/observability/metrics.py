@@ -32,7 +32,9 @@ AUDIO_UNDERRUNS = Counter(
 )
 ACTIVE_SESSIONS = Gauge("minmo_active_sessions", "Converse sessions being served by this process")
 INTERRUPTIONS = Counter("minmo_interruptions_total", "Responses interrupted (barge-in or client cancel)")
-ERRORS = Counter("minmo_errors_total", "Errors sent to clients, by gRPC status code", ["code"])
+ERRORS = Counter(
+    "minmo_errors_total", "Errors sent to clients (error events and failed calls), by gRPC status code", ["code"]
+)
 
 
 def record_latencies(latencies_ms: dict[str, float]) -> None:

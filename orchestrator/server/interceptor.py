@@ -17,6 +17,7 @@ import grpc
 import grpc.aio
 
 from orchestrator.errors import as_domain_error
+from orchestrator.observability import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -83,8 +84,10 @@ async def _abort(context: grpc.aio.ServicerContext, exc: Exception, method: str)
     error = as_domain_error(exc)
     if error is not None:
         logger.info("%s ended with %s: %s", method, error.code_name, error.message)
+        metrics.ERRORS.labels(code=error.code_name).inc()
         await context.abort(error.code, error.message)
     logger.error("%s failed with an unexpected %s", method, type(exc).__name__, exc_info=exc)
+    metrics.ERRORS.labels(code="INTERNAL").inc()
     await context.abort(
         grpc.StatusCode.INTERNAL,
         f"internal error in {method} ({type(exc).__name__}); the orchestrator log has the traceback",

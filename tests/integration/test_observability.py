@@ -122,3 +122,16 @@ async def test_turns_produce_spans_and_metric_samples(triton: TritonProcess, tmp
     assert cut_root["attributes"]["minmo.turn.interrupted"] is True
     assert cut_root["attributes"]["minmo.turn.audio_ms"] == 480
     assert {"listen", "respond_decision", "backbone.first_token"} <= {s["name"] for s in cut_children}
+
+
+async def test_failed_calls_are_counted_by_status_code(triton: TritonProcess) -> None:
+    async with running_orchestrator(triton.grpc_url, metrics=True) as orch:
+        assert orch.metrics_url is not None
+        before = await scrape(orch.metrics_url)
+        client = ConverseClient(orch.channel)
+        client.send(session=pb.SessionStart(resume_token="unknown-token"))
+        await client.close()
+        assert client.error is not None and client.error.code().name == "NOT_FOUND"
+        after = await scrape(orch.metrics_url)
+    name = "minmo_errors_total"
+    assert value(after, name, code="NOT_FOUND") == value(before, name, code="NOT_FOUND") + 1
