@@ -13,7 +13,8 @@ def _stack(args: argparse.Namespace) -> int:
     from orchestrator.devstack import stack
 
     if args.action == "up":
-        state = stack.up(args.weights.resolve(), TritonPorts(args.http_port, args.grpc_port, args.metrics_port))
+        ports = TritonPorts(args.http_port, args.grpc_port, args.metrics_port)
+        state = stack.up(args.weights.resolve(), ports, triton_trace_url=args.triton_trace_url)
         print(
             f"stack up: tritonserver pid {state.triton_pid} (HTTP {args.http_port}, gRPC {args.grpc_port}, "
             f"metrics {args.metrics_port}), redis 127.0.0.1:6379 "
@@ -85,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     stack_cmd.add_argument("--http-port", type=int, default=8000)
     stack_cmd.add_argument("--grpc-port", type=int, default=8001)
     stack_cmd.add_argument("--metrics-port", type=int, default=8002)
+    stack_cmd.add_argument(
+        "--triton-trace-url",
+        help="OTLP/HTTP endpoint (e.g. http://127.0.0.1:4318/v1/traces) for Triton's own spans; off when unset",
+    )
     stack_cmd.set_defaults(run=_stack)
 
     serve_cmd = commands.add_parser("serve", help="run the orchestrator's gRPC server (minmo.v1.MinMo)")

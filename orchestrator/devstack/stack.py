@@ -23,6 +23,7 @@ from orchestrator.devstack.triton_launcher import (
     TritonPorts,
     port_in_use,
     start_triton,
+    tracing_args,
     wait_until_ready,
 )
 
@@ -62,6 +63,7 @@ def up(
     redis_host: str = "127.0.0.1",
     redis_port: int = 6379,
     orchestrator_port: int = 50051,
+    triton_trace_url: str | None = None,
 ) -> StackState:
     state = _read_state()
     if state is not None and _alive(state.triton_pid):
@@ -71,7 +73,8 @@ def up(
             f"port {orchestrator_port} (orchestrator) already in use: stop what holds it (`make down`, or `ss -ltnp`)"
         )
     redis_pid = ensure_redis(redis_host, redis_port, RUN_DIR)
-    triton = start_triton(REPO_ROOT / "model_repository", weights_dir, RUN_DIR, ports)
+    extra = tracing_args(triton_trace_url) if triton_trace_url else ()
+    triton = start_triton(REPO_ROOT / "model_repository", weights_dir, RUN_DIR, ports, extra_args=extra)
     state = StackState(
         triton_pid=triton.process.pid,
         redis_pid=redis_pid,

@@ -138,6 +138,21 @@ class TritonProcess:
             self.process.wait(timeout=10)
 
 
+def tracing_args(otlp_http_url: str, *, export_delay_ms: int = 500) -> tuple[str, ...]:
+    """tritonserver flags that export its own spans over OTLP/HTTP, joining the orchestrator's traces.
+
+    The orchestrator sends a W3C ``traceparent`` with every request of a turn; in OpenTelemetry mode
+    Triton continues that trace, so its queue and compute spans appear under the turn's stages.
+    """
+    return (
+        "--trace-config=mode=opentelemetry",
+        f"--trace-config=opentelemetry,url={otlp_http_url}",
+        f"--trace-config=opentelemetry,bsp_schedule_delay={export_delay_ms}",
+        "--trace-config=rate=1",
+        "--trace-config=level=TIMESTAMPS",
+    )
+
+
 def start_triton(
     model_repository: Path,
     weights_dir: Path,
