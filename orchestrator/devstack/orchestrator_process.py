@@ -16,7 +16,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from orchestrator.devstack.triton_launcher import StackError, port_in_use
+from orchestrator.devstack.triton_launcher import StackError, log_tail, port_in_use
 from orchestrator.server.contracts import SERVICE_NAME
 
 
@@ -31,9 +31,7 @@ class OrchestratorProcess:
         return f"127.0.0.1:{self.port}"
 
     def log_tail(self, lines: int = 40) -> str:
-        if not self.log_path.exists():
-            return "(no orchestrator log)"
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return log_tail(self.log_path, lines, missing="(no orchestrator log)")
 
 
 def start_orchestrator(

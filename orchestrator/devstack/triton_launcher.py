@@ -98,6 +98,13 @@ def port_in_use(port: int) -> bool:
     return False
 
 
+def log_tail(path: Path, lines: int, missing: str = "") -> str:
+    """The last ``lines`` lines of a background process's log, for the error that reports its failure."""
+    if not path.exists():
+        return missing
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -123,9 +130,7 @@ class TritonProcess:
         return f"http://127.0.0.1:{self.ports.metrics}/metrics"
 
     def log_tail(self, lines: int = 60) -> str:
-        if not self.log_path.exists():
-            return ""
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return log_tail(self.log_path, lines)
 
     def stop(self, timeout: float = 30.0) -> None:
         if self.process.poll() is not None:

@@ -8,23 +8,22 @@ with q/k/v biases and no output bias, SwiGLU MLP without biases.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Self
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from services.backbone.kv_cache import KVCache
-from services.common.config import check_fields
+from services.common.config import FlatConfig
 
 # 256 byte ids + 5 chat/audio specials; kept in sync with SmokeByteTokenizer by a unit test.
 SMOKE_VOCAB_SIZE = 261
 
 
 @dataclass(frozen=True)
-class Qwen2Config:
+class Qwen2Config(FlatConfig):
     """The fields of an HF Qwen2 ``config.json`` that change the math or the parameter shapes.
 
     ``vocab_size == 0`` builds a body without ``embed_tokens``: the speech-token LM only ever receives
@@ -58,14 +57,6 @@ class Qwen2Config:
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_attention_heads
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Self:
-        check_fields(cls, d)
-        return cls(**d)
 
     @classmethod
     def preset(cls, name: str) -> Self:

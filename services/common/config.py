@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Self
 
 
 def check_fields(cls: type, values: Mapping[str, Any]) -> None:
@@ -13,3 +13,15 @@ def check_fields(cls: type, values: Mapping[str, Any]) -> None:
     unknown = sorted(set(values) - names)
     if unknown:
         raise ValueError(f"unknown {cls.__name__} fields: {', '.join(unknown)}")
+
+
+class FlatConfig:
+    """``to_dict`` / ``from_dict`` for a config dataclass whose fields are all plain values."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Self:
+        check_fields(cls, values)
+        return cls(**values)

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Self
 
-from services.common.config import check_fields
+from services.common.config import FlatConfig
 
 
 @dataclass(frozen=True)
-class DuplexConfig:
+class DuplexConfig(FlatConfig):
     """Sizes of :class:`~services.duplex.model.DuplexPredictor`.
 
     ``window`` frames of 120 ms is all the context the predictor has (16 = 1.92 s): attention of
@@ -40,14 +39,6 @@ class DuplexConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(f"DuplexConfig: {message}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Self:
-        check_fields(cls, d)
-        return cls(**d)
 
     @classmethod
     def preset(cls, name: str) -> Self:

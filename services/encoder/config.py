@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
-from services.common.config import check_fields
+from services.common.config import FlatConfig
 
 
 @dataclass(frozen=True)
-class EncoderConfig:
+class EncoderConfig(FlatConfig):
     """Sizes and streaming geometry of :class:`~services.encoder.model.SpeechEncoder`.
 
     Frame rates: fbank every ``frame_shift_ms`` (10 ms); one LFR frame every ``lfr_n`` fbank frames
@@ -78,14 +77,6 @@ class EncoderConfig:
     @property
     def chunk_ms(self) -> int:
         return self.frame_shift_ms * self.lfr_n * self.chunk_frames
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> EncoderConfig:
-        check_fields(cls, d)
-        return cls(**d)
 
     @classmethod
     def preset(cls, name: str) -> EncoderConfig:
