@@ -1,4 +1,4 @@
-"""The load sweep's Markdown table and PNG plots (latency CDF, per-stage stacked bars, TTFA vs N)."""
+"""The load sweep's Markdown tables and PNG plots (latency CDF, per-stage stacked bars from spans, TTFA vs N)."""
 
 from __future__ import annotations
 
@@ -11,58 +11,92 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from perf.scenario import STAGES
+from perf.spans import LISTEN_ATTRIBUTES, SPEAK_STAGES
 
 
-def _ms(value: float | None) -> str:
+def ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}"
 
 
-def _row(name: str, level: dict[str, Any]) -> str:
-    t, g, r = level["ttfa_ms"], level["gap_ms"], level["rtf"]
-    orch = level.get("orchestrator", {})
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _level_row(level: dict[str, Any]) -> str:
+    first, every, direct = level["first_answer"], level["all_answers"], level["direct"]
+    orch = level["orchestrator"]
     cells = [
-        name,
-        f"{level['answered']}/{level['turns']}",
-        _ms(t["p50"]),
-        _ms(t["p95"]),
-        _ms(t["p99"]),
-        _ms(g["p50"]),
-        _ms(g["max"]),
-        str(level["underruns"]),
-        "-" if r["p50"] is None else f"{r['p50']:.2f}",
-        "-" if not orch else f"{orch['cpu_cores']:.2f}",
-        "-" if not orch else f"{orch['rss_peak_mb']:.0f}",
-        "-" if "redis_commands_per_turn" not in level else f"{level['redis_commands_per_turn']:.1f}",
+        str(level["n"]),
+        f"{every['answered']}/{every['turns']}",
+        ms(first["ttfa_ms"]["p50"]),
+        ms(first["ttfa_ms"]["p95"]),
+        ms(first["ttfa_ms"]["p99"]),
+        ms(direct["ttfa_ms"]["p50"]),
+        _ratio(level["ttfa_ratio_orchestrated_over_direct"]),
+        ms(every["ttfa_ms"]["p95"]),
+        ms(level["barge_in_to_last_audio_ms"]["p50"]),
+        ms(every["gap_ms"]["p50"]),
+        ms(every["gap_ms"]["max"]),
+        str(every["underruns"]),
+        _ratio(every["rtf"]["p50"]),
+        f"{orch['cpu_cores']:.2f}",
+        f"{orch['rss_mb_per_session']:.0f}",
+        f"{level['redis_commands_per_turn']:.0f} ({level['redis_commands_per_session_minute']:.0f}/min)",
+        "yes" if level["realtime"] else "**no**",
     ]
     return "| " + " | ".join(cells) + " |"
 
 
+def _stage_row(level: dict[str, Any]) -> str:
+    stages = level["span_breakdown_ms"]
+    decision_to_audio = sum(stages.get(s, 0.0) for s in SPEAK_STAGES)
+    ttfa = level["all_answers"]["raw"]["ttfa_ms"]
+    wait = float(np.mean(ttfa)) - decision_to_audio if ttfa and stages else None
+    cells = [str(level["n"]), str(level["traced_turns"]), ms(wait)]
+    cells += [ms(stages.get(s)) for s in SPEAK_STAGES]
+    cells += [ms(decision_to_audio if stages else None)]
+    cells += [ms(stages.get(f"listen.{k}")) for k in LISTEN_ATTRIBUTES]
+    return "| " + " | ".join(cells) + " |"
+
+
 def markdown(result: dict[str, Any]) -> str:
+    goals = result["goals"]
     lines = [
-        "| run | answered | TTFA p50 ms | TTFA p95 ms | TTFA p99 ms | gap p50 ms | gap max ms | underruns "
-        "| RTF p50 | orch CPU cores | orch RSS MB | Redis cmds/turn |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| N | answered | TTFA p50 | TTFA p95 | TTFA p99 | direct TTFA p50 | orch/direct | all answers TTFA p95 "
+        "| barge-in -> silence p50 | gap p50 | gap max | underruns | RTF p50 | orch CPU cores | orch MB/session "
+        "| Redis cmds/turn (per session-minute) | real time |",
+        "| --- " * 17 + "|",
     ]
-    for level in result["levels"]:
-        lines.append(_row(f"orchestrated N={level['n']}", level))
-    lines.append(_row("direct chain N=1", result["direct"]))
-    ratio = result["ttfa_ratio_orchestrated_over_direct_n1"]
+    lines += [_level_row(level) for level in result["levels"]]
     lines += [
         "",
-        f"Orchestrated / direct TTFA p50 at N=1: {'-' if ratio is None else f'{ratio:.2f}'}; "
-        f"largest real-time N: {result['largest_realtime_n']}.",
+        "Times in ms. TTFA = end of the user's speech -> first reply audio byte at the client; the TTFA columns and "
+        "the ratio are for the first answer of each conversation (the same turn the direct chain runs), "
+        "'all answers' adds the answer after the barge-in. RTF = reply streaming time / reply audio duration.",
         "",
-        "Per-stage means from `response_done.latencies` (ms; listen-path stages are sums over the turn, "
-        "speak-path stages are from the respond decision):",
+        f"Goals: orchestrated/direct at N=1 = {_ratio(goals['ratio_n1'])} (goal <= 1.10: "
+        f"{'met' if goals['ratio_n1_met'] else 'not met'}); at the largest real-time N "
+        f"({goals['largest_realtime_n']}) = {_ratio(goals['ratio_largest'])} (goal <= 1.25: "
+        f"{'met' if goals['ratio_largest_met'] else 'not met'}); underruns up to that N: "
+        f"{goals['underruns_up_to_largest']}.",
         "",
-        "| N | " + " | ".join(STAGES) + " |",
-        "| --- |" + " --- |" * len(STAGES),
+        "Where the time goes (means from the orchestrator's spans; turn-taking wait = mean TTFA - decision->audio, "
+        "i.e. end of speech -> respond decision, mostly the silence the duplex model waits for):",
+        "",
+        "| N | traced turns | turn-taking wait | "
+        + " | ".join(SPEAK_STAGES)
+        + " | decision -> audio | "
+        + " | ".join(f"listen {k}" for k in LISTEN_ATTRIBUTES)
+        + " |",
+        "| --- " * (4 + len(SPEAK_STAGES) + len(LISTEN_ATTRIBUTES)) + "|",
     ]
-    for level in result["levels"]:
-        stages = level["stages_ms"]
-        lines.append(f"| {level['n']} | " + " | ".join(_ms(stages.get(s)) for s in STAGES) + " |")
-    lines += ["", "Triton per model over each run (statistics API diff; work = minmo_compute_seconds_total):", ""]
+    lines += [_stage_row(level) for level in result["levels"]]
+    lines += [
+        "",
+        "Triton per model over each level's conversations (statistics API diff; work = the models' own "
+        "compute counter, which also covers decoupled streams):",
+        "",
+    ]
     lines += ["| N | model | requests | queue ms | execute ms | work ms |", "| --- | --- | --- | --- | --- | --- |"]
     for level in result["levels"]:
         for m in level["triton"]:
@@ -75,28 +109,31 @@ def markdown(result: dict[str, Any]) -> str:
 
 def plots(result: dict[str, Any], out: Path) -> None:
     levels = result["levels"]
-    runs = [(f"N={lv['n']}", lv) for lv in levels] + [("direct N=1", result["direct"])]
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for label, level in runs:
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for level in levels:
         for ax, key in zip(axes, ("ttfa_ms", "gap_ms"), strict=True):
-            values = np.sort(np.array(level["raw"][key]))
-            if values.size:
-                ax.step(values, np.arange(1, values.size + 1) / values.size, where="post", label=label)
+            for label, summary, style in (
+                (f"N={level['n']}", level["all_answers"], "-"),
+                (f"direct N={level['n']}", level["direct"], ":"),
+            ):
+                values = np.sort(np.array(summary["raw"][key]))
+                if values.size:
+                    ax.step(values, np.arange(1, values.size + 1) / values.size, style, where="post", label=label)
     for ax, title in zip(axes, ("time to first audio", "gap between audio chunks"), strict=True):
         ax.set(title=title, xlabel="ms", ylabel="fraction")
-        ax.legend()
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "ttfa_cdf.png", dpi=100)
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(7, 4))
     bottom = np.zeros(len(levels))
-    for stage in STAGES:
-        values = np.array([lv["stages_ms"].get(stage, 0.0) for lv in levels])
-        ax.bar([str(lv["n"]) for lv in levels], values, bottom=bottom, label=stage)
+    names = [str(lv["n"]) for lv in levels]
+    for stage in SPEAK_STAGES:
+        values = np.array([lv["span_breakdown_ms"].get(stage, 0.0) for lv in levels])
+        ax.bar(names, values, bottom=bottom, label=stage)
         bottom += values
-    ax.set(title="per-stage latency (mean, stacked)", xlabel="concurrent sessions N", ylabel="ms")
+    ax.set(title="respond decision -> first audio, per stage (span means)", xlabel="concurrent sessions N", ylabel="ms")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "stages.png", dpi=100)
@@ -105,12 +142,12 @@ def plots(result: dict[str, Any], out: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     ns = [lv["n"] for lv in levels]
     for q in ("p50", "p95", "p99"):
-        ax.plot(ns, [lv["ttfa_ms"][q] or np.nan for lv in levels], marker="o", label=q)
-    direct = result["direct"]["ttfa_ms"]["p50"]
-    if direct is not None:
-        ax.axhline(direct, linestyle="--", color="gray", label="direct chain p50")
-    ax.set(title="time to first audio vs N", xlabel="concurrent sessions N", ylabel="ms")
-    ax.legend()
+        quantile = [lv["first_answer"]["ttfa_ms"][q] or np.nan for lv in levels]
+        ax.plot(ns, quantile, marker="o", label=f"orchestrated {q}")
+    ax.plot(ns, [lv["direct"]["ttfa_ms"]["p50"] or np.nan for lv in levels], "k--", marker="x", label="direct p50")
+    ax.set(title="time to first audio vs N", xlabel="concurrent sessions N", ylabel="ms", xscale="log", xticks=ns)
+    ax.set_xticklabels([str(n) for n in ns])
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "ttfa_vs_n.png", dpi=100)
     plt.close(fig)

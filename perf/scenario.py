@@ -1,26 +1,19 @@
-"""One spoken turn at real-time pace, measured at the client: through Converse, or as a direct Triton chain.
+"""What a listener measures of one answer, and the same spoken turn as a direct chain of Triton calls.
 
-The scenario: a short lead of silence, an espeak-ng question, then silence sent at real-time pace
-until the reply is over (the duplex model ends the turn on the pause, the assistant answers while
-the user keeps "listening"). Both paths stream 100 ms chunks, mark the end of the user's speech when
-the last spoken chunk has been played out, and record the arrival time and length of every reply
-audio chunk, so time to first audio, chunk gaps, underruns and real-time factor are computed the
-same way for both.
+``TurnResult`` is shared by both paths (``perf.conversation`` for Converse): 100 ms chunks at
+real-time pace, end of speech = the last spoken chunk played out, the arrival time and length of
+every reply chunk; so time to first audio, chunk gaps, underruns and real-time factor are computed
+the same way for both.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import grpc
 import numpy as np
 import torch
-from minmo.v1 import minmo_pb2 as pb
-from minmo.v1 import minmo_pb2_grpc
 
 from orchestrator.converse.context import BackboneContext
 from orchestrator.stages.listen import ListenPath
@@ -29,14 +22,12 @@ from orchestrator.triton.client import TritonModels
 from services.backbone import ChatPrompt, SmokeByteTokenizer
 from services.duplex import Decision
 from services.duplex.policy import DecisionPolicy
-from services.duplex.synth import espeak
 
 RATE = 16_000
 OUTPUT_RATE = 24_000
 CHUNK = RATE // 10  # 100 ms
-QUESTION = "Hello there. What is the weather like today?"
-MAX_TOKENS = 40
-TURN_TIMEOUT_S = 15.0
+MAX_TOKENS = 40  # 8 groups of 5 text tokens: 4.8 s of reply audio
+LEAD_S = 0.4  # silence before the question: the direct chain ignores decisions made in it
 STAGES = ("encoder_ms", "backbone_prefill_ms", "duplex_ms", "first_token_ms", "first_speech_token_ms", "first_audio_ms")
 
 
@@ -82,46 +73,8 @@ class TurnResult:
         return (self.arrivals[-1] - self.arrivals[0]) / rest if rest > 0 else None
 
 
-def spoken_question(cache: Path) -> tuple[np.ndarray, int]:
-    """The whole clip to stream (lead silence, speech, trailing pause) and the sample where speech ends."""
-    speech = espeak(QUESTION, voice="en-us", rate=165, pitch=50, cache_dir=cache)
-    lead = np.zeros(int(0.4 * RATE), np.float32)
-    tail = np.zeros(int(1.6 * RATE), np.float32)
-    return np.concatenate([lead, speech, tail]), len(lead) + len(speech)
-
-
-def _pcm16(samples: np.ndarray) -> bytes:
+def pcm16(samples: np.ndarray) -> bytes:
     return (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
-
-
-async def converse_turn(server: str, clip: np.ndarray, speech_end: int) -> TurnResult:
-    """One session, one turn through the orchestrator."""
-    started = time.perf_counter()
-    result = TurnResult(end_of_speech=started + speech_end / RATE)
-    done = asyncio.Event()
-
-    async def events() -> AsyncIterator[pb.ClientEvent]:
-        yield pb.ClientEvent(session=pb.SessionStart(config=pb.SessionConfig(max_response_tokens=MAX_TOKENS)))
-        offset = 0
-        while not done.is_set() and time.perf_counter() - started < TURN_TIMEOUT_S:
-            piece = clip[offset : offset + CHUNK] if offset < len(clip) else np.zeros(CHUNK, np.float32)
-            yield pb.ClientEvent(audio=pb.AudioChunk(data=_pcm16(piece)))
-            offset += CHUNK
-            await asyncio.sleep(max(0.0, started + offset / RATE - time.perf_counter()))
-        yield pb.ClientEvent(end=pb.EndSession())
-
-    async with grpc.aio.insecure_channel(server) as channel:
-        async for event in minmo_pb2_grpc.MinMoStub(channel).Converse(events()):
-            kind = event.WhichOneof("event")
-            if kind == "audio_delta" and not done.is_set():
-                result.arrivals.append(time.perf_counter())
-                result.samples.append(len(event.audio_delta.data) // 2)
-            elif kind == "response_done" and not done.is_set():
-                lat = event.response_done.latencies
-                result.stages = {name: float(getattr(lat, name)) for name in STAGES}
-                result.acknowledged = event.response_done.status == pb.COMPLETED
-                done.set()
-    return result
 
 
 async def direct_turn(triton: str, clip: np.ndarray, speech_end: int) -> TurnResult:
@@ -140,7 +93,7 @@ async def direct_turn(triton: str, clip: np.ndarray, speech_end: int) -> TurnRes
         for offset in range(0, len(clip), CHUNK):
             step = await listen.push(clip[offset : offset + CHUNK], speaking=False, end=offset + CHUNK >= len(clip))
             embeddings.append(step.embeddings)
-            voiced = offset + CHUNK > int(0.4 * RATE)
+            voiced = offset + CHUNK > int(LEAD_S * RATE)
             if voiced and Decision.RESPOND_NOW in [gate.step(torch.tensor(p), speaking=False) for p in step.probs]:
                 break
             await asyncio.sleep(max(0.0, started + (offset + CHUNK) / RATE - time.perf_counter()))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +36,13 @@ class OrchestratorProcess:
 
 
 def start_orchestrator(
-    run_dir: Path, *, port: int, triton_url: str, redis_url: str, max_sessions: int = 16
+    run_dir: Path,
+    *,
+    port: int,
+    triton_url: str,
+    redis_url: str,
+    max_sessions: int = 16,
+    extra_args: Sequence[str] = (),
 ) -> OrchestratorProcess:
     """Start ``minmo serve`` in the background (its own process group), logging to ``run_dir/orchestrator.log``."""
     if port_in_use(port):
@@ -54,6 +61,7 @@ def start_orchestrator(
         f"--triton={triton_url}",
         f"--redis={redis_url}",
         f"--max-sessions={max_sessions}",
+        *extra_args,
     ]
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -26,7 +26,7 @@ def ensure_redis(host: str, port: int, run_dir: Path) -> int | None:
     binary = shutil.which("redis-server")
     if binary is None:
         raise StackError(
-            "no Redis answers at {host}:{port} and redis-server is not installed: "
+            f"no Redis answers at {host}:{port} and redis-server is not installed: "
             "`apt-get install -y redis-server` (make install does this)"
         )
     run_dir.mkdir(parents=True, exist_ok=True)
