@@ -36,10 +36,8 @@ def waterfall(root: dict[str, Any], children: list[dict[str, Any]]) -> list[str]
             extra = ", ".join(f"{k} {v:.0f} ms" for k, v in span["attributes"].items() if k.endswith("_ms"))
             lines.append(f"  {'listen (user turn)':<26} {offset:>9.0f} ms {duration:>8.0f} ms   {extra}")
             continue
-        start = max(0, int(offset / GRID_MS))
-        bar = " " * min(start, BAR_WIDTH) + "#" * max(
-            1, min(BAR_WIDTH - min(start, BAR_WIDTH), round(duration / GRID_MS))
-        )
+        start = min(BAR_WIDTH, max(0, int(offset / GRID_MS)))
+        bar = " " * start + "#" * max(1, min(BAR_WIDTH - start, round(duration / GRID_MS)))
         lines.append(f"  {span['name']:<26} {offset:>+9.0f} ms {duration:>8.1f} ms  |{bar}")
     return lines
 
