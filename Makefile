@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 PROTO_GEN := protos/gen
 PROTOS := $(shell find protos/minmo -name "*.proto")
 
-.PHONY: install protos weights up down demo test lint perf clean
+.PHONY: install protos weights up down demo test lint perf fuzz faults clean
 
 # System packages (espeak-ng and sox for test speech, Debian's libpython3.11 for the Triton Python
 # stub, redis-server), the venv, and the API's generated code. Re-runs only when pyproject.toml changes.
@@ -50,6 +50,12 @@ perf: weights
 	$(PY) -m perf.stage_latency --repeats 5
 	$(PY) -m perf.load --out out/perf/load
 
+# Coverage-guided fuzzing (atheris) of the audio decoder and of Converse's event parsing, FUZZ_SECONDS each;
+# inputs executed go to out/fuzz/counts.json, crash inputs to out/fuzz/crashes/. `make test` runs a short version.
+FUZZ_SECONDS ?= 60
+fuzz: protos
+	$(PY) -m tests.fuzz.run_atheris --seconds $(FUZZ_SECONDS)
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -57,6 +63,11 @@ lint: install
 
 test: weights lint
 	$(PY) -m pytest -q
+
+# The long fault suite: 10 injections of each fault on its own Triton, Redis and orchestrators (make test runs 2
+# of each); the fault table goes to out/faults/faults.md and faults.json.
+faults: weights
+	MINMO_FAULTS_LONG=1 $(PY) -m pytest -q tests/faults
 
 clean: down
 	rm -rf .run out $(WEIGHTS) $(PROTO_GEN)

@@ -21,6 +21,8 @@ MAX_CHUNK_SECONDS = 1.0
 PCM16_SCALE = 32768.0
 
 _ENCODINGS = {"pcm16": "pcm16", "float32": "float32", "": "pcm16", "encoding_unspecified": "pcm16"}
+# The proto enum's numbers, so a raw field value (also an unknown one a client sent) can be passed as is.
+_ENCODING_NUMBERS = {0: "pcm16", 1: "pcm16", 2: "float32"}
 
 
 class AudioFormatError(ValueError):
@@ -31,14 +33,12 @@ class InputAudioDecoder:
     """Decodes one client stream's chunks, in order, to 16 kHz float32 PCM in [-1, 1].
 
     ``encoding`` is ``"pcm16"`` or ``"float32"`` (the proto's enum names, any case; empty or
-    ``ENCODING_UNSPECIFIED`` mean PCM16); ``sample_rate_hz`` 0 means 16000, as in the proto.
+    ``ENCODING_UNSPECIFIED`` mean PCM16), or the enum's number as the message holds it (0, 1, 2);
+    ``sample_rate_hz`` 0 means 16000, as in the proto.
     """
 
-    def __init__(self, encoding: str = "pcm16", sample_rate_hz: int = MODEL_RATE) -> None:
-        key = encoding.strip().lower()
-        if key not in _ENCODINGS:
-            raise AudioFormatError(f"audio encoding {encoding!r} is not supported; use PCM16 or FLOAT32")
-        self.encoding = _ENCODINGS[key]
+    def __init__(self, encoding: str | int = "pcm16", sample_rate_hz: int = MODEL_RATE) -> None:
+        self.encoding = _encoding(encoding)
         rate = sample_rate_hz or MODEL_RATE
         if not MIN_RATE <= rate <= MAX_RATE:
             raise AudioFormatError(
@@ -99,6 +99,13 @@ class InputAudioDecoder:
                 "(int16 values divided by 32768), or send PCM16"
             )
         return samples
+
+
+def _encoding(value: str | int) -> str:
+    name = _ENCODING_NUMBERS.get(value) if isinstance(value, int) else _ENCODINGS.get(value.strip().lower())
+    if name is None:
+        raise AudioFormatError(f"audio encoding {value!r} is not supported; use PCM16 or FLOAT32")
+    return name
 
 
 def _clip(samples: np.ndarray) -> np.ndarray:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from orchestrator.devstack.triton_launcher import StackError, TritonPorts
+from orchestrator.server.flags import add_security_flags
 
 
 def _stack(args: argparse.Namespace) -> int:
@@ -42,6 +43,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from orchestrator.server.app import ServeError, serve
     from orchestrator.server.contracts import ServeSettings
+    from orchestrator.server.flags import security_settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = ServeSettings(
@@ -54,10 +56,39 @@ def _serve(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         trace_file=args.trace_file,
         otlp_endpoint=args.otlp_endpoint,
+        **security_settings(args),
     )
     try:
         asyncio.run(serve(settings))
     except ServeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _autoscale(args: argparse.Namespace) -> int:
+    import logging
+
+    from kubernetes.config.config_exception import ConfigException
+
+    from orchestrator.autoscaler.app import AutoscaleSettings, run
+    from orchestrator.autoscaler.config import ConfigError
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = AutoscaleSettings(
+        namespace=args.namespace,
+        release=args.release,
+        config_path=args.config,
+        redis_url=args.redis,
+        dry_run=args.dry_run,
+        lease_name=args.lease_name,
+        identity=args.identity,
+        interval_seconds=args.interval_seconds,
+        prometheus_url=args.prometheus_url,
+    )
+    try:
+        run(settings)
+    except (ConfigError, ConfigException) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
@@ -74,6 +105,12 @@ def _weights(args: argparse.Namespace) -> int:
     from services import build_weights
 
     return build_weights.main(["--out", str(args.out)])
+
+
+def _models(args: argparse.Namespace) -> int:
+    from services.importers import cli as importers_cli
+
+    return importers_cli.run(args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,11 +139,27 @@ def main(argv: list[str] | None = None) -> int:
     serve_cmd.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on http://HOST:PORT/metrics")
     serve_cmd.add_argument("--trace-file", type=Path, help="append finished spans to this JSON-lines file")
     serve_cmd.add_argument("--otlp-endpoint", help="export spans over OTLP gRPC, e.g. http://127.0.0.1:4317")
+    add_security_flags(serve_cmd)
     serve_cmd.set_defaults(run=_serve)
 
     weights_cmd = commands.add_parser("weights", help="build the seeded smoke weights")
     weights_cmd.add_argument("--out", type=Path, default=Path("weights/smoke"))
     weights_cmd.set_defaults(run=_weights)
+
+    models_cmd = commands.add_parser("models", help="import real checkpoints into the weights format")
+    models_actions = models_cmd.add_subparsers(dest="action", required=True)
+    from services.importers.cli import EPILOG as IMPORT_EPILOG
+    from services.importers.cli import add_arguments as add_import_arguments
+
+    import_cmd = models_actions.add_parser(
+        "import",
+        help="import one checkpoint folder (qwen2, sensevoice, cosyvoice2, minmo)",
+        epilog=IMPORT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+    add_import_arguments(import_cmd)
+    import_cmd.set_defaults(run=_models)
 
     demo_cmd = commands.add_parser("demo", help="one spoken question through the five models on Triton")
     demo_cmd.add_argument("--triton", default="127.0.0.1:8001")
@@ -115,11 +168,27 @@ def main(argv: list[str] | None = None) -> int:
     demo_cmd.add_argument("--realtime", action="store_true")
     demo_cmd.set_defaults(run=_demo)
 
+    scale_cmd = commands.add_parser("autoscale", help="size the Triton pools from live sessions (Kubernetes)")
+    scale_cmd.add_argument("--namespace", help="namespace of the pools (default: the pod's own namespace)")
+    scale_cmd.add_argument("--release", required=True, help="Helm release whose pool Deployments to scale")
+    scale_cmd.add_argument("--config", type=Path, required=True, help="autoscaler YAML (pools, min/max, SLOs)")
+    scale_cmd.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="Redis URL (session pins)")
+    scale_cmd.add_argument("--dry-run", action="store_true", help="decide and log, write nothing")
+    scale_cmd.add_argument("--lease-name", default="minmo-autoscaler", help="coordination.k8s.io Lease to lead")
+    scale_cmd.add_argument("--identity", help="leader-election identity (default: the hostname = pod name)")
+    scale_cmd.add_argument("--interval-seconds", type=float, default=15.0, help="seconds between decisions")
+    scale_cmd.add_argument("--prometheus-url", help="Prometheus base URL for stage latency and Triton queue time")
+    scale_cmd.set_defaults(run=_autoscale)
+
     talk_cmd = commands.add_parser("talk", help="a spoken conversation with the orchestrator (Converse)")
     talk_cmd.add_argument("--server", default="127.0.0.1:50051")
     talk_cmd.add_argument("--wav", type=Path, help="speak this WAV instead of the scripted conversation")
     talk_cmd.add_argument("--out", type=Path, default=Path("out/reply.wav"))
     talk_cmd.set_defaults(run=_talk)
+
+    from services.gpu_profile.cli import add_gpu_commands
+
+    add_gpu_commands(commands)
 
     args = parser.parse_args(argv)
     try:

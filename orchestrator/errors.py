@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from orchestrator.triton.errors import TritonUnavailableError
 
@@ -41,9 +42,17 @@ class NotFound(MinmoError):
 
 
 class ResourceExhausted(MinmoError):
-    """A limit is reached (sessions per process, chunk rate): retry later or elsewhere."""
+    """A limit is reached (sessions per process or tenant, audio rate): retry later or elsewhere.
+
+    ``retry_after_ms``, when known, goes to the client as trailing metadata ``retry-after-ms`` (the
+    message says it too), so a client can back off without parsing text.
+    """
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    def __init__(self, message: str, retry_after_ms: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_ms = retry_after_ms
 
 
 class Unavailable(MinmoError):
@@ -81,4 +90,13 @@ def as_domain_error(exc: BaseException) -> MinmoError | None:
         return exc
     if isinstance(exc, TritonUnavailableError):
         return Unavailable(f"the model server is unavailable ({exc.model}: {exc.message}); retry shortly")
+    if isinstance(exc, DecodeError):
+        # gRPC parses each request message while the handler iterates them: bytes that are no valid
+        # message are the client's fault, not ours.
+        return InvalidArgument(f"a request message is not valid protobuf ({exc}): send the method's message type")
+    if isinstance(exc, BaseExceptionGroup):
+        # A TaskGroup (a Converse session) wraps what ended it; it maps when every part does.
+        mapped = [as_domain_error(part) for part in exc.exceptions]
+        if mapped and all(error is not None for error in mapped):
+            return mapped[0]
     return None

@@ -14,9 +14,10 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from orchestrator.stages.ids import new_stream_id
+from orchestrator.state.records import StoredTurn
 from orchestrator.triton.client import ModelStream, TritonModels
-from services.backbone import ChatPrompt, SpeechSlot
-from services.backbone.prompt import Segment
+from services.backbone import ChatPrompt, SpeechSlot, SpeechTurn, TextTurn
+from services.backbone.prompt import Segment, Turn
 
 
 class BackboneContext:
@@ -68,6 +69,21 @@ class BackboneContext:
                 await self.append(speech=speech[segment.key])
             else:
                 await self.append(ids=segment)
+
+    async def replay(self, history: Sequence[StoredTurn], *, instructions: str) -> None:
+        """Feed the system prompt and the acknowledged history (from Redis) into this fresh context."""
+        turns: list[Turn] = []
+        speech = {}
+        for turn in history:
+            if turn.role == "user" and turn.embedding_dim:
+                key = str(turn.sequence)
+                speech[key] = turn.speech_matrix()
+                turns.append(SpeechTurn(key))
+            elif turn.role == "user":
+                turns.append(TextTurn("user", turn.text))
+            else:
+                turns.append(TextTurn("assistant", turn.text, token_ids=turn.token_ids))
+        await self.rebuild(self.prompt.conversation(turns, system_prompt=instructions), speech)
 
     async def fork(self, ids: Sequence[int]) -> int:
         """Start a new sequence as a copy of this context plus ``ids``; return its stream id."""

@@ -52,3 +52,8 @@ def response_done(
 
 def error(code: str, message: str) -> pb.ServerEvent:
     return pb.ServerEvent(error=pb.Error(code=code, message=message))
+
+
+def response_failed(response_id: int, *, played_ms: int) -> pb.ServerEvent:
+    """A response cut by a failure (the error event says which): nothing of it is stored."""
+    return pb.ServerEvent(response_done=pb.ResponseDone(response_id=response_id, status=pb.FAILED, played_ms=played_ms))

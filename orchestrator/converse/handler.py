@@ -10,28 +10,37 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from minmo.v1 import minmo_pb2 as pb
 
-from orchestrator.converse import events
+from orchestrator.converse import commands, events
 from orchestrator.converse.session import ConverseSession
 from orchestrator.converse.settings import SessionSettings
-from orchestrator.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from orchestrator.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from orchestrator.observability import metrics
+from orchestrator.security.tenant import current_tenant
 from orchestrator.server.contracts import ServerDeps
 from orchestrator.state.errors import SessionNotFound
 from orchestrator.state.records import StoredTurn
 from orchestrator.state.store import SessionStore
 from orchestrator.triton.client import TritonModels
-from services.backbone import SpeechTurn, TextTurn
-from services.backbone.prompt import Turn
+from orchestrator.triton.errors import TritonStageError
 
 
 class ConverseService:
-    def __init__(self, models: TritonModels, store: SessionStore, *, max_sessions: int = 16) -> None:
+    def __init__(
+        self,
+        models: TritonModels,
+        store: SessionStore,
+        *,
+        max_sessions: int = 16,
+        audio_meter: Callable[[str, float], Awaitable[None]] | None = None,
+    ) -> None:
+        self.audio_meter = audio_meter  # (tenant, seconds): the tenant's audio limit; raises ResourceExhausted
         self.models = models
         self.store = store
         self.max_sessions = max_sessions
@@ -41,9 +50,7 @@ class ConverseService:
     async def converse(
         self, request_iterator: AsyncIterator[pb.ClientEvent], context: Any
     ) -> AsyncIterator[pb.ServerEvent]:
-        first = await anext(request_iterator, None)
-        if first is None or first.WhichOneof("event") != "session":
-            raise InvalidArgument("the first Converse event must be `session` (a SessionConfig or a resume_token)")
+        start = commands.opening(await anext(request_iterator, None))
         if self.active >= self.max_sessions:
             raise ResourceExhausted(
                 f"this orchestrator serves {self.max_sessions} sessions already; retry later or on another replica"
@@ -51,81 +58,84 @@ class ConverseService:
         self.active += 1
         metrics.ACTIVE_SESSIONS.inc()
         try:
-            async for event in self._serve(first.session, request_iterator):
+            async for event in self._serve(start, request_iterator):
                 yield event
         finally:
             self.active -= 1
             metrics.ACTIVE_SESSIONS.dec()
 
     async def _serve(
-        self, start: pb.SessionStart, request_iterator: AsyncIterator[pb.ClientEvent]
+        self, start: commands.Opening, request_iterator: AsyncIterator[pb.ClientEvent]
     ) -> AsyncIterator[pb.ServerEvent]:
-        which = start.WhichOneof("start")
-        if which == "resume_token":
-            session_id = await self._resolve(start.resume_token)
-            token, resumed = start.resume_token, True
+        if isinstance(start, commands.ResumeSession):
+            session_id = await self._resolve(start.token)
+            token, resumed = start.token, True
             record = await self.store.get(session_id)
             settings = SessionSettings.from_dict(record.config)
         else:
-            settings = SessionSettings.from_proto(start.config)
-            record, token = await self.store.create(settings.to_dict())
+            settings = start.settings
+            record, token = await self.store.create(settings.to_dict(), tenant=current_tenant())
             session_id, resumed = record.session_id, False
-        await self._acquire(session_id)
-        refresher = asyncio.create_task(self._keep_lease(session_id))
+        # The lease holder is this call, not this process: a second call on the same replica with the same
+        # token must not share the live stream (it would re-take the lease and release it under the first).
+        owner = f"{self.owner}/{uuid.uuid4().hex[:8]}"
+        await self._acquire(session_id, owner)
+        refresher = asyncio.create_task(self._keep_lease(session_id, owner))
         try:
             history = await self.store.history(session_id) if resumed else []
             session = ConverseSession(
                 self.models, self.store, session_id=session_id, settings=settings, next_sequence=len(history) + 1
             )
+            if self.audio_meter is not None:
+                session.charge_audio = functools.partial(self.audio_meter, current_tenant())
             # The token goes out before the first Triton call: if Triton is down, the call ends with
             # UNAVAILABLE and the client resumes the (persisted) session later.
             yield events.session_started(session_id, token, resumed=resumed, history_turns=len(history))
-            await rebuild_context(session, history)
+            try:
+                await rebuild_context(session, history)
+            except TritonStageError as exc:
+                if not exc.invalid:
+                    raise
+                if not resumed:  # a session that cannot start is not kept
+                    await self.store.delete(session_id)
+                raise InvalidArgument(
+                    f"the session's instructions and history do not fit the model's context ({exc.message}); "
+                    "shorten the instructions or start a new session"
+                ) from exc
             async for event in session.run(request_iterator):
                 yield event
         finally:
             refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await refresher
-            await self.store.release_lease(session_id, self.owner)
+            await self.store.release_lease(session_id, owner)
 
     async def _resolve(self, token: str) -> str:
         try:
-            return await self.store.resolve(token)
+            return await self.store.resolve(token, tenant=current_tenant())
         except SessionNotFound as exc:
             raise NotFound(str(exc)) from exc
 
-    async def _acquire(self, session_id: str) -> None:
+    async def _acquire(self, session_id: str, owner: str) -> None:
         """Take the owner lease; a crashed owner's lease expires, so wait for at most one lease period."""
         deadline = asyncio.get_running_loop().time() + self.store.lease_ms / 1000 + 1.0
-        while not await self.store.acquire_lease(session_id, self.owner):
+        while not await self.store.acquire_lease(session_id, owner):
             if asyncio.get_running_loop().time() > deadline:
                 raise FailedPrecondition(f"session {session_id} is live on another connection; end that one first")
             await asyncio.sleep(0.25)
 
-    async def _keep_lease(self, session_id: str) -> None:
+    async def _keep_lease(self, session_id: str, owner: str) -> None:
+        """Refresh the lease; a Redis outage skips a beat instead of stopping the refreshes for good."""
         while True:
             await asyncio.sleep(self.store.lease_ms / 3000)
-            await self.store.refresh_lease(session_id, self.owner)
-            await self.store.touch(session_id)
+            with contextlib.suppress(Unavailable):
+                await self.store.refresh_lease(session_id, owner)
+                await self.store.touch(session_id)
 
 
 async def rebuild_context(session: ConverseSession, history: list[StoredTurn]) -> None:
     """Feed the system prompt and the acknowledged history into a fresh backbone context."""
-    prompt = session.context.prompt
-    turns: list[Turn] = []
-    speech = {}
-    for turn in history:
-        if turn.role == "user" and turn.embedding_dim:
-            key = str(turn.sequence)
-            speech[key] = turn.speech_matrix()
-            turns.append(SpeechTurn(key))
-        elif turn.role == "user":
-            turns.append(TextTurn("user", turn.text))
-        else:
-            turns.append(TextTurn("assistant", turn.text, token_ids=turn.token_ids))
-    segments = prompt.conversation(turns, system_prompt=session.settings.instructions)
-    await session.context.rebuild(segments, speech)
+    await session.context.replay(history, instructions=session.settings.instructions)
 
 
 # A live stream refreshes its lease every third of this; a crashed replica's sessions can be resumed
@@ -135,4 +145,5 @@ LEASE_SECONDS = 5.0
 
 def build_converse_handler(deps: ServerDeps) -> ConverseService:
     store = SessionStore(deps.redis, lease_seconds=LEASE_SECONDS)
-    return ConverseService(deps.triton, store, max_sessions=deps.settings.max_sessions)
+    meter = deps.admission.charge_audio if deps.admission is not None else None
+    return ConverseService(deps.triton, store, max_sessions=deps.settings.max_sessions, audio_meter=meter)

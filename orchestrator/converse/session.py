@@ -6,6 +6,12 @@ one (stop speaking). A response is a tracked task streaming the speak path's del
 Every change of the backbone context happens under one lock, in conversation order, and every turn
 is persisted to Redis before the client hears it acknowledged (``speech_stopped`` for a user turn,
 ``response_done`` for an assistant turn).
+
+A Triton failure (a deadline, a dead backend stub, a restarted server) costs the turn in progress,
+never the session: the client gets an ``error`` event (UNAVAILABLE) and, for a response, a
+``response_done`` with status FAILED (nothing stored); the Triton-side state (backbone context,
+encoder and duplex streams) is then rebuilt from the Redis history before the next event is served,
+retried at most once per ``RETRY_SECONDS`` while Triton stays down (events in between are dropped).
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import numpy as np
 import torch
@@ -22,11 +28,12 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from orchestrator.audio import AudioFormatError, InputAudioDecoder
-from orchestrator.converse import events
+from orchestrator.converse import commands, events
 from orchestrator.converse.context import BackboneContext, token_count_for_played
 from orchestrator.converse.settings import SessionSettings
 from orchestrator.converse.turns import Response, Turn, end_turn_trace, latencies
 from orchestrator.converse.vad import EnergyVad
+from orchestrator.errors import InvalidArgument, ResourceExhausted
 from orchestrator.observability import metrics
 from orchestrator.observability.tracing import stage_span, tracer
 from orchestrator.stages.listen import ListenPath
@@ -39,6 +46,7 @@ from services.backbone import ChatPrompt, SmokeByteTokenizer
 from services.duplex import Decision, DecisionPolicy
 
 IDLE_TURN_FRAMES = 50  # 6 s of listening without speech
+RETRY_SECONDS = 1.0  # between two rebuilds of the Triton-side state while Triton stays unavailable
 _CLOSE = object()
 
 
@@ -65,12 +73,16 @@ class ConverseSession:
         self.gate = DecisionPolicy().new_gate()
         self.next_sequence = next_sequence
         self.playback_lead_ms = playback_lead_ms
+        # Counts received audio seconds against the tenant's limit (the handler sets it when limits are on).
+        self.charge_audio: Callable[[float], Awaitable[None]] | None = None
         self.turn: Turn | None = None
         self.response: Response | None = None
         self._lock = asyncio.Lock()  # every change of the backbone context, in conversation order
         self._out: asyncio.Queue[pb.ServerEvent | object] = asyncio.Queue()
         self._group: asyncio.TaskGroup | None = None
         self._last_voiced_at: float | None = None
+        self._lost: str | None = None  # why the Triton-side state is gone; None while it is intact
+        self._next_rebuild = 0.0  # loop time of the next rebuild attempt
 
     # The event stream ------------------------------------------------------------------------------
 
@@ -97,31 +109,91 @@ class ConverseSession:
             async with asyncio.TaskGroup() as group:
                 self._group = group
                 async for event in client_events:
-                    if not await self._handle(event):
+                    if not await self._handle_surviving_triton(event):
                         break
                 if self.response is not None:
-                    await self._interrupt(played_ms=0)
+                    with contextlib.suppress(TritonStageError):  # the client is gone: store what we can
+                        await self._interrupt(played_ms=0)
         finally:
             await self._shutdown()
             self._out.put_nowait(_CLOSE)
 
+    async def _handle_surviving_triton(self, event: pb.ClientEvent) -> bool:
+        """Serve one event; a Triton failure costs the event and the turn in progress, not the session."""
+        if self._lost is not None and event.WhichOneof("event") != "end" and not await self._rebuild():
+            if event.WhichOneof("event") != "audio":
+                self.emit(events.error("UNAVAILABLE", f"the model server is unavailable ({self._lost}); retry shortly"))
+            return True
+        try:
+            return await self._handle(event)
+        except TritonStageError as exc:
+            self._lose(exc)
+            return True
+
+    def _lose(self, exc: TritonStageError) -> None:
+        """Report the failure once, fail the response in flight, and mark the Triton-side state for a rebuild."""
+        if self._lost is None:
+            self.emit(
+                events.error(
+                    "UNAVAILABLE",
+                    f"the model server failed ({exc}); the turn in progress is lost, "
+                    "the session goes on from its stored history",
+                )
+            )
+        self._lost = str(exc)
+        self._next_rebuild = 0.0
+        self.turn = None
+        response = self.response
+        if response is not None and not response.finished:
+            response.finished = True
+            response.speak.cancel()
+            if response.task is not None and response.task is not asyncio.current_task():
+                response.task.cancel()
+            self.emit(events.response_failed(response.id, played_ms=response.sent_ms))
+            response.span.end()
+        self.response = None
+
+    async def _rebuild(self) -> bool:
+        """Fresh Triton streams fed with the stored history; False (and an error event) while Triton is down."""
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._next_rebuild:
+            return False
+        async with self._lock:
+            stale = (self.context, self.listen)
+            self.context = BackboneContext(self.models, stale[0].prompt)
+            self.listen = ListenPath(self.models, self._append_user_speech)
+            try:
+                history = await self.store.history(self.session_id)
+                await self.context.replay(history, instructions=self.settings.instructions)
+            except TritonStageError as exc:
+                self.context.stream.cancel()
+                self._lost, self._next_rebuild = str(exc), loop.time() + RETRY_SECONDS
+                self.emit(events.error("UNAVAILABLE", f"the model server is still unavailable ({exc}); retrying"))
+                return False
+            self._lost, self.turn, self.next_sequence = None, None, len(history) + 1
+            self.gate = DecisionPolicy().new_gate()
+        stale[0].stream.cancel()  # the old sequences expire on Triton by their idle timeout
+        return True
+
     async def _handle(self, event: pb.ClientEvent) -> bool:
-        kind = event.WhichOneof("event")
-        if kind == "audio":
-            await self._on_audio(event.audio.data)
-        elif kind == "text":
-            await self._on_text(event.text.text)
-        elif kind == "commit":
+        try:
+            command = commands.command(event)
+        except InvalidArgument as exc:  # a malformed event is reported and skipped; the session goes on
+            self.emit(events.error(exc.code_name, exc.message))
+            return True
+        if isinstance(command, commands.AppendAudio):
+            await self._on_audio(command.data)
+        elif isinstance(command, commands.SendText):
+            await self._on_text(command.text)
+        elif isinstance(command, commands.Commit):
             await self._on_commit()
-        elif kind == "cancel":
+        elif isinstance(command, commands.Cancel):
             if self.response is None:
                 self.emit(events.error("FAILED_PRECONDITION", "cancel: no response is in progress"))
             else:
-                await self._interrupt(played_ms=max(0, event.cancel.played_ms))
-        elif kind == "end":
-            return False
+                await self._interrupt(played_ms=command.played_ms)
         else:
-            self.emit(events.error("INVALID_ARGUMENT", f"unexpected event {kind!r} after the session started"))
+            return False  # End
         return True
 
     # Listening -------------------------------------------------------------------------------------
@@ -132,6 +204,14 @@ class ConverseSession:
         except AudioFormatError as exc:  # a bad chunk is reported and skipped; the session goes on
             self.emit(events.error("INVALID_ARGUMENT", str(exc)))
             return
+        if not pcm.size:
+            return  # a chunk shorter than the resampler's delay: its samples come out with the next one
+        if self.charge_audio is not None:
+            try:
+                await self.charge_audio(len(pcm) / 16_000)
+            except ResourceExhausted as exc:  # over the tenant's audio rate: the chunk is dropped, the session goes on
+                self.emit(events.error(exc.code_name, exc.message))
+                return
         heard_speech = self.vad.speaking
         for vad_event in self.vad.push(pcm):
             if vad_event.started:
@@ -182,9 +262,6 @@ class ConverseSession:
             await self._respond()
 
     async def _on_text(self, text: str) -> None:
-        if not text.strip() or len(text) > 4096:
-            self.emit(events.error("INVALID_ARGUMENT", "text must be 1 to 4096 characters"))
-            return
         if self.response is not None:
             self.emit(events.error("FAILED_PRECONDITION", "text: a response is in progress; cancel it first"))
             return
@@ -194,7 +271,14 @@ class ConverseSession:
             self.turn = None
             turn_ids = self.context.prompt.user_text(text)[0]
             assert isinstance(turn_ids, list)
-            hidden = await self.context.append(ids=turn_ids)
+            try:
+                hidden = await self.context.append(ids=turn_ids)
+            except TritonStageError as exc:
+                if not exc.invalid or "max_position_embeddings" not in exc.message:
+                    raise  # e.g. "unknown stream" after a Triton restart: the session rebuilds, not the client's fault
+                # The backbone refuses a text that overflows its context and keeps the context as it was.
+                self.emit(events.error("INVALID_ARGUMENT", f"text does not fit the conversation ({exc.message})"))
+                return
             await self._persist(StoredTurn(self.next_sequence, "user", text, tuple(self.tokenizer.encode(text)), 0))
         # A typed turn has no speech embeddings: its hidden states stand in for the user-input vector.
         await self._respond(text_query=hidden.mean(axis=0))
@@ -295,9 +379,9 @@ class ConverseSession:
                     response.sent_samples += delta.samples.size
             if response.first_audio_at is not None:
                 await self._pace(response, lead_ms=0)  # the response lasts until its audio has played
+            await self._finish(response, interrupted=False, played_ms=response.sent_ms)
         except TritonStageError as exc:
-            self.emit(events.error("UNAVAILABLE", f"the response failed: {exc}; the session goes on"))
-        await self._finish(response, interrupted=False, played_ms=response.sent_ms)
+            self._lose(exc)
 
     async def _pace(self, response: Response, lead_ms: int | None = None) -> None:
         """Send audio at most ``playback_lead_ms`` ahead of real-time playback.
@@ -342,8 +426,15 @@ class ConverseSession:
         async with self._lock:
             generated = response.speak.token_ids
             keep = token_count_for_played(played_ms, len(generated)) if interrupted else len(generated)
-            truncate_to = response.start_length + keep if interrupted else -1
-            await self.context.append(ids=self.context.prompt.assistant_close(), truncate_to=truncate_to)
+            closing = self.context.prompt.assistant_close()
+            if interrupted:
+                # How far the speak path got on Triton is unknown after a cancel (its prompt may not even
+                # be in yet), so cut back to the context before the response and re-append what was played.
+                opening = self.context.prompt.assistant_open()
+                base = response.start_length - len(opening)
+                await self.context.append(ids=[*opening, *generated[:keep], *closing], truncate_to=base)
+            else:
+                await self.context.append(ids=closing)
             ids = tuple(generated[:keep])
             text = self.tokenizer.decode(list(ids))
             await self._persist(StoredTurn(response.id, "assistant", text, ids, played_ms, interrupted))

@@ -3,6 +3,9 @@
 ``build_server`` assembles a server around any servicer (tests pass their own); ``serve`` is the
 process: shared clients, handlers, the readiness monitor, and a graceful stop on SIGTERM (health
 turns NOT_SERVING, new calls are refused, calls in flight get the grace period to finish).
+
+Health, reflection and the API share one port, and with ``tls`` one set of (reloadable) credentials.
+With a verifier every call but health checking needs a token (``orchestrator.security.interceptor``).
 """
 
 from __future__ import annotations
@@ -14,18 +17,27 @@ import signal
 
 import grpc
 import grpc.aio
-import redis.asyncio
+import redis
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from minmo.v1 import minmo_pb2_grpc
 
 from orchestrator.observability.metrics import MetricsServer
 from orchestrator.observability.tracing import Tracing, configure_tracing, server_interceptors
+from orchestrator.security.interceptor import AuthInterceptor
+from orchestrator.security.tls import TlsConfigError, TlsFiles, server_credentials
+from orchestrator.security.verifiers import AuthConfigError, Verifier
 from orchestrator.server.contracts import SERVICE_NAME, ServerDeps, ServeSettings
 from orchestrator.server.health import ReadinessMonitor, not_serving_until_checked, redis_probe, triton_probe
 from orchestrator.server.interceptor import DomainErrorInterceptor
+from orchestrator.server.security_config import (
+    build_admission,
+    build_redis_client,
+    build_triton_models,
+    build_verifier,
+    tls_files,
+)
 from orchestrator.server.wiring import build_servicer
-from orchestrator.triton.client import TritonModels
 
 logger = logging.getLogger(__name__)
 
@@ -41,18 +53,27 @@ def build_server(
     health_servicer: health.aio.HealthServicer,
     host: str = "[::]",
     tracing: Tracing | None = None,
+    verifier: Verifier | None = None,
+    tls: TlsFiles | None = None,
 ) -> grpc.aio.Server:
-    """A server (not started) with the MinMo service, health and reflection, bound to ``host:port``."""
+    """A server (not started) with the MinMo service, health and reflection, bound to ``host:port``.
+
+    ``verifier``: calls need a bearer token (health excepted); ``tls``: the port speaks TLS only.
+    """
     # Without this gRPC binds with SO_REUSEPORT, and a second server on a taken port starts silently.
-    # The tracing interceptor comes first, so a call's span sees the status the error interceptor sets.
-    interceptors = [*server_interceptors(tracing), DomainErrorInterceptor()]
+    # The tracing interceptor comes first, so a call's span sees the status the error interceptor sets,
+    # and a refused token too (authentication runs before the handler and its error mapping).
+    auth = [AuthInterceptor(verifier)] if verifier is not None else []
+    interceptors = [*server_interceptors(tracing), *auth, DomainErrorInterceptor()]
     server = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])
     minmo_pb2_grpc.add_MinMoServicer_to_server(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     address = f"{host}:{port}"
     try:
-        bound = server.add_insecure_port(address)
+        bound = server.add_secure_port(address, server_credentials(tls)) if tls else server.add_insecure_port(address)
+    except TlsConfigError as exc:
+        raise ServeError(str(exc)) from exc
     except RuntimeError as exc:
         raise ServeError(f"cannot listen on {address} ({exc}): is the port taken? (`ss -ltnp`)") from exc
     if bound == 0:
@@ -62,6 +83,11 @@ def build_server(
 
 async def serve(settings: ServeSettings) -> None:
     """Run one orchestrator process until SIGTERM or SIGINT."""
+    try:
+        verifier = build_verifier(settings)
+        tls = tls_files(settings)
+    except (AuthConfigError, TlsConfigError) as exc:
+        raise ServeError(str(exc)) from exc
     tracing = configure_tracing(settings.trace_file, settings.otlp_endpoint)
     metrics: MetricsServer | None = None
     if settings.metrics_port is not None:
@@ -69,15 +95,25 @@ async def serve(settings: ServeSettings) -> None:
             metrics = MetricsServer(settings.metrics_port)
         except OSError as exc:
             raise ServeError(f"cannot serve metrics on port {settings.metrics_port} ({exc}): is it taken?") from exc
-    triton = TritonModels(settings.triton_url)
-    redis_client = redis.asyncio.Redis.from_url(settings.redis_url, socket_connect_timeout=2)
+    try:
+        redis_client = build_redis_client(settings)
+        triton = build_triton_models(settings)
+        admission = build_admission(settings, redis_client)
+    except AuthConfigError as exc:
+        raise ServeError(str(exc)) from exc
     server: grpc.aio.Server | None = None
     try:
         health_servicer = health.aio.HealthServicer()
         await not_serving_until_checked(health_servicer)
-        servicer = build_servicer(ServerDeps(settings=settings, triton=triton, redis=redis_client))
+        servicer = build_servicer(ServerDeps(settings=settings, triton=triton, redis=redis_client, admission=admission))
         server = build_server(
-            servicer, port=settings.port, health_servicer=health_servicer, host=settings.host, tracing=tracing
+            servicer,
+            port=settings.port,
+            health_servicer=health_servicer,
+            host=settings.host,
+            tracing=tracing,
+            verifier=verifier,
+            tls=tls,
         )
         monitor = ReadinessMonitor(
             health_servicer, [triton_probe(triton), redis_probe(redis_client)], settings.health_interval_seconds
@@ -88,9 +124,11 @@ async def serve(settings: ServeSettings) -> None:
             loop.add_signal_handler(signum, stop.set)
         await server.start()
         logger.info(
-            "orchestrator listening on %s:%d (Triton %s, Redis %s, at most %d sessions)",
+            "orchestrator listening on %s:%d (%s, auth %s; Triton %s, Redis %s, at most %d sessions)",
             settings.host,
             settings.port,
+            "plaintext" if tls is None else ("mutual TLS" if tls.client_ca else "TLS"),
+            settings.auth,
             settings.triton_url,
             settings.redis_url,
             settings.max_sessions,
@@ -107,6 +145,7 @@ async def serve(settings: ServeSettings) -> None:
     finally:
         if server is not None:
             await server.stop(None)
+        await admission.close()
         await triton.close()
         with contextlib.suppress(redis.RedisError, OSError):
             await redis_client.aclose()

@@ -16,6 +16,7 @@ import grpc.aio
 import redis.asyncio
 from minmo.v1 import minmo_pb2
 
+from orchestrator.limits.admission import Admission
 from orchestrator.triton.client import TritonModels
 
 SERVICE_NAME = "minmo.v1.MinMo"
@@ -37,6 +38,27 @@ class ServeSettings:
     metrics_port: int | None = None
     trace_file: Path | None = None
     otlp_endpoint: str | None = None
+    # Transport security and authentication (orchestrator.server.security_config reads these).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None  # set: mutual TLS, clients need a certificate from this CA
+    auth: str = "none"  # none | api-keys | jwt
+    api_keys_file: Path | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_public_key_file: Path | None = None
+    jwt_tenant_claim: str = "tenant"
+    # Limits: per tenant across replicas (0 = unlimited); new sessions are shed beyond this event loop lag.
+    tenant_max_sessions: int = 0
+    tenant_audio_seconds_per_minute: float = 0.0
+    shed_loop_lag_seconds: float = 0.25
+    # Credentials and TLS of the dependencies.
+    redis_password_file: Path | None = None
+    redis_tls: bool = False
+    redis_ca: Path | None = None
+    triton_ssl: bool = False
+    triton_root_certs: Path | None = None
+    triton_deadline_seconds: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -46,6 +68,7 @@ class ServerDeps:
     settings: ServeSettings
     triton: TritonModels
     redis: redis.asyncio.Redis
+    admission: Admission | None = None
 
 
 class ConverseHandler(Protocol):

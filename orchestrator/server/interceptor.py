@@ -85,7 +85,9 @@ async def _abort(context: grpc.aio.ServicerContext, exc: Exception, method: str)
     if error is not None:
         logger.info("%s ended with %s: %s", method, error.code_name, error.message)
         metrics.ERRORS.labels(code=error.code_name).inc()
-        await context.abort(error.code, error.message)
+        retry_after_ms = getattr(error, "retry_after_ms", None)
+        trailing = (("retry-after-ms", str(retry_after_ms)),) if retry_after_ms is not None else ()
+        await context.abort(error.code, error.message, trailing_metadata=trailing)
     logger.error("%s failed with an unexpected %s", method, type(exc).__name__, exc_info=exc)
     metrics.ERRORS.labels(code="INTERNAL").inc()
     await context.abort(

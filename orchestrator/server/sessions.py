@@ -1,8 +1,9 @@
 """GetSession / DeleteSession over the Redis session store: the ``SessionReader`` the servicer delegates to.
 
 The store keeps a session's config in its dict form (``SessionSettings.to_dict``); this adapter turns
-it back into the API's ``SessionConfig``. Unknown or expired ids raise the store's ``SessionNotFound``
-(a ``NotFound``), an unreachable Redis its ``Unavailable``.
+it back into the API's ``SessionConfig``. Unknown or expired ids, and another tenant's sessions, raise
+the store's ``SessionNotFound`` (a ``NotFound``, the same message for both), an unreachable Redis its
+``Unavailable``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 from minmo.v1 import minmo_pb2
 
 from orchestrator.converse.settings import SessionSettings
+from orchestrator.security.tenant import current_tenant
 from orchestrator.server.contracts import ServerDeps
 from orchestrator.state.store import SessionStore
 
@@ -25,10 +27,10 @@ class StoreSessionReader:
         self.store = store
 
     async def get(self, session_id: str) -> minmo_pb2.Session:
-        return await self.store.session_proto(session_id, _config_proto)
+        return await self.store.session_proto(session_id, _config_proto, tenant=current_tenant())
 
     async def delete(self, session_id: str) -> None:
-        await self.store.delete(session_id)
+        await self.store.delete(session_id, tenant=current_tenant())
 
 
 def build_session_reader(deps: ServerDeps) -> StoreSessionReader:

@@ -70,6 +70,18 @@ class _Group:
 _DONE = object()
 
 
+def triton_failure(group: BaseExceptionGroup) -> TritonStageError | None:
+    """The first Triton failure of a group made only of Triton failures (nested groups included)."""
+    matched, rest = group.split(TritonStageError)
+    if matched is None or rest is not None:
+        return None
+    first: BaseException = matched
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    assert isinstance(first, TritonStageError)
+    return first
+
+
 class SpeakPath:
     def __init__(
         self,
@@ -138,6 +150,13 @@ class SpeakPath:
                 group.create_task(self._text_stage(groups))
                 group.create_task(self._speech_token_stage(groups, tokens))
                 group.create_task(self._audio_stage(tokens))
+        except BaseExceptionGroup as failed:
+            # The caller handles a Triton failure of the turn (the session goes on); the TaskGroup's
+            # wrapping would hide it. Anything else stays wrapped: it is a fault of ours.
+            failure = triton_failure(failed)
+            if failure is None:
+                raise
+            raise failure from failed
         finally:
             for stream in self._streams:
                 await stream.close()

@@ -13,6 +13,8 @@ from typing import Any, Literal
 import numpy as np
 
 Role = Literal["user", "assistant"]
+# The tenant of every call under ``--auth none``, and of every session stored before tenants existed.
+DEFAULT_TENANT = "default"
 _ROLES = ("user", "assistant")
 
 
@@ -62,6 +64,8 @@ class SessionRecord:
     created_at: float  # Unix time
     next_sequence: int  # the sequence the next acknowledged turn takes (the resume cursor)
     owner: str | None  # the orchestrator replica holding the lease, None when no one does
+    # Whose session it is; records from before tenants existed belong to the default tenant (auth none).
+    tenant: str = DEFAULT_TENANT
 
 
 def encode_turn(turn: StoredTurn) -> bytes:

@@ -51,13 +51,37 @@ return 1
 """
 )
 
-# KEYS 1-4 (with the lease). ARGV: resume key prefix. Returns 1, or 0 when the session is absent.
-DELETE = """
+# Tenant checks: ARGV tenant '' skips the check; a hash without a tenant field belongs to the default
+# tenant (ARGV default), so records written before tenants existed keep working under auth none.
+_OWNED = """
+local function owned(hash_key, tenant, default)
+  if tenant == '' then return true end
+  return (redis.call('HGET', hash_key, 'tenant') or default) == tenant
+end
+"""
+
+# KEYS 1-4 (with the lease). ARGV: resume key prefix, tenant, default tenant. Returns 1, or 0 when the
+# session is absent or another tenant's (the caller cannot tell the two apart).
+DELETE = (
+    _OWNED
+    + """
 local resume = redis.call('HGET', KEYS[1], 'resume')
-if not resume then return 0 end
+if not resume or not owned(KEYS[1], ARGV[2] or '', ARGV[3]) then return 0 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1] .. resume)
 return 1
 """
+)
+
+# KEYS: resume key. ARGV: session key prefix, tenant, default tenant. Returns the session id, or nil when
+# the token is unknown or the session is another tenant's.
+RESOLVE = (
+    _OWNED
+    + """
+local session_id = redis.call('GET', KEYS[1])
+if not session_id or not owned(ARGV[1] .. session_id, ARGV[2], ARGV[3]) then return false end
+return session_id
+"""
+)
 
 # KEYS: session hash, lease. ARGV: owner, lease ms. Returns 1 held, 0 held by another, -1 no session.
 ACQUIRE_LEASE = """

@@ -2,7 +2,8 @@
 
 Key layout (``P`` is the prefix, ``minmo:`` by default):
 
-- ``P session:<id>``          hash: ``config`` (JSON), ``created_at`` (Unix time), ``resume`` (token digest)
+- ``P session:<id>``          hash: ``config`` (JSON), ``created_at`` (Unix time), ``resume`` (token digest),
+                              ``tenant`` (the owner; absent in records from before tenants: the default tenant)
 - ``P session:<id>:turns``    list: one deterministic JSON per acknowledged turn, index = sequence - 1
 - ``P session:<id>:speech``   hash: sequence -> a spoken user turn's float32 encoder embeddings; one key
                               rather than one per turn, so refreshing and deleting stay O(1) commands
@@ -14,6 +15,10 @@ expires ``ttl_seconds`` after the session's last activity (an append or a touch)
 Lua script or one MULTI/EXEC, so one round trip: an append is one EVALSHA running 8 commands inside
 Redis (9 with speech embeddings). The first call of each script on a fresh Redis adds NOSCRIPT and a
 SCRIPT LOAD, once.
+
+Tenants: ``resolve``, ``get``, ``delete`` and ``session_proto`` take the caller's ``tenant``; another
+tenant's session answers exactly as a missing one does (``SessionNotFound``), so no one learns that it
+exists. ``tenant=None`` skips the check (the store's own callers, which already checked).
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from redis.typing import EncodableT
 
 from orchestrator.state import scripts
 from orchestrator.state.errors import SessionNotFound, TurnConflict, unavailable_on_redis_failure
-from orchestrator.state.records import SessionRecord, StoredTurn, decode_turn, encode_turn
+from orchestrator.state.records import DEFAULT_TENANT, SessionRecord, StoredTurn, decode_turn, encode_turn
 
 _CONFLICT_REASONS = {-2: "a different turn holds this sequence", -3: "the sequence skips ahead"}
 
@@ -65,6 +70,7 @@ class SessionStore:
         self._append = redis.register_script(scripts.APPEND_TURN)
         self._touch = redis.register_script(scripts.TOUCH)
         self._delete = redis.register_script(scripts.DELETE)
+        self._resolve = redis.register_script(scripts.RESOLVE)
         self._acquire = redis.register_script(scripts.ACQUIRE_LEASE)
         self._refresh = redis.register_script(scripts.REFRESH_LEASE)
         self._release = redis.register_script(scripts.RELEASE_LEASE)
@@ -89,8 +95,8 @@ class SessionStore:
     # Sessions ------------------------------------------------------------------------------------
 
     @unavailable_on_redis_failure
-    async def create(self, config: dict[str, Any]) -> tuple[SessionRecord, str]:
-        """A new session and its resume token (a secret: whoever holds it continues the session)."""
+    async def create(self, config: dict[str, Any], *, tenant: str = DEFAULT_TENANT) -> tuple[SessionRecord, str]:
+        """A new session of ``tenant`` and its resume token (a secret: whoever holds it continues the session)."""
         session_id = uuid.uuid4().hex
         token = secrets.token_urlsafe(32)
         created_at = time.time()
@@ -99,32 +105,37 @@ class SessionStore:
             "config": config_json,
             "created_at": repr(created_at),
             "resume": _digest(token),
+            "tenant": tenant,
         }
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(self.session_key(session_id), mapping=fields)
             pipe.expire(self.session_key(session_id), self.ttl_seconds)
             pipe.set(self.resume_key(token), session_id, ex=self.ttl_seconds)
             await pipe.execute()
-        record = SessionRecord(session_id, json.loads(config_json), created_at, next_sequence=1, owner=None)
+        record = SessionRecord(
+            session_id, json.loads(config_json), created_at, next_sequence=1, owner=None, tenant=tenant
+        )
         return record, token
 
     @unavailable_on_redis_failure
-    async def resolve(self, resume_token: str) -> str:
-        """The session id a resume token names; SessionNotFound once it expired or was deleted."""
-        session_id = await self.redis.get(self.resume_key(resume_token))
+    async def resolve(self, resume_token: str, *, tenant: str | None = None) -> str:
+        """The session id a resume token names; SessionNotFound once it expired, was deleted, or is another tenant's."""
+        args = [self.session_key(""), tenant or "", DEFAULT_TENANT]
+        session_id = await self._resolve(keys=[self.resume_key(resume_token)], args=args)
         if session_id is None:
             raise SessionNotFound("resume token")
         return session_id.decode() if isinstance(session_id, bytes) else str(session_id)
 
     @unavailable_on_redis_failure
-    async def get(self, session_id: str) -> SessionRecord:
+    async def get(self, session_id: str, *, tenant: str | None = None) -> SessionRecord:
         hash_key, turns, _, lease = self.session_keys(session_id)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hmget(hash_key, ["config", "created_at"])
+            pipe.hmget(hash_key, ["config", "created_at", "tenant"])
             pipe.llen(turns)
             pipe.get(lease)
-            (config, created_at), length, owner = await pipe.execute()
-        if config is None:
+            (config, created_at, owner_tenant), length, owner = await pipe.execute()
+        stored_tenant = owner_tenant.decode() if owner_tenant is not None else DEFAULT_TENANT
+        if config is None or (tenant is not None and stored_tenant != tenant):
             raise SessionNotFound(session_id)
         return SessionRecord(
             session_id=session_id,
@@ -132,6 +143,7 @@ class SessionStore:
             created_at=float(created_at),
             next_sequence=int(length) + 1,
             owner=owner.decode() if owner is not None else None,
+            tenant=stored_tenant,
         )
 
     @unavailable_on_redis_failure
@@ -174,16 +186,21 @@ class SessionStore:
             raise SessionNotFound(session_id)
 
     @unavailable_on_redis_failure
-    async def delete(self, session_id: str) -> None:
+    async def delete(self, session_id: str, *, tenant: str | None = None) -> None:
         """Remove every key of the session, the resume mapping and the lease included."""
-        if not await self._delete(keys=self.session_keys(session_id), args=[self._resume_prefix]):
+        args = [self._resume_prefix, tenant or "", DEFAULT_TENANT]
+        if not await self._delete(keys=self.session_keys(session_id), args=args):
             raise SessionNotFound(session_id)
 
     async def session_proto(
-        self, session_id: str, config_to_proto: Callable[[dict[str, Any]], pb.SessionConfig]
+        self,
+        session_id: str,
+        config_to_proto: Callable[[dict[str, Any]], pb.SessionConfig],
+        *,
+        tenant: str | None = None,
     ) -> pb.Session:
         """The session as GetSession answers it; the config's dict form belongs to the caller, so it converts it."""
-        record = await self.get(session_id)
+        record = await self.get(session_id, tenant=tenant)
         turns = await self.history(session_id, include_speech=False)
         return pb.Session(
             session_id=session_id,

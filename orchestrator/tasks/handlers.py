@@ -37,7 +37,7 @@ class TranscribeService:
             raise InvalidArgument(f"task {config.task} is unknown: use ASR, TRANSLATE or EMOTION")
         fmt = config.audio_format
         try:
-            decoder = InputAudioDecoder(pb.AudioFormat.Encoding.Name(fmt.encoding), fmt.sample_rate_hz)
+            decoder = InputAudioDecoder(fmt.encoding, fmt.sample_rate_hz)
         except (AudioFormatError, TaskInputError) as exc:
             raise InvalidArgument(str(exc)) from exc
 

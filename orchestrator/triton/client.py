@@ -2,12 +2,18 @@
 
 Every model is stateful (sequence batching), so every call names its stream by ``sequence_id`` and
 marks its first and last request with ``start`` / ``end``.
+
+Every call has a deadline (``deadline_seconds``): a unary call's gRPC timeout, and for a stream the
+longest wait for the next response while one is expected. Without it a stalled network path, or a
+Python backend stub that died mid-request (Triton then never answers the request), hangs the turn
+forever; with it the caller gets ``TritonUnavailableError`` and the session recovers.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -24,6 +30,28 @@ Tensors = Mapping[str, np.ndarray]
 # Texts by which Triton (unary status, sequence batcher, dtype checks) and our adapters (streamed
 # errors carry no status code) mark a request the caller must fix.
 _INVALID_MARKERS = ("INVALID_ARG", INVALID_PREFIX, "must specify the START flag", "unexpected")
+# Texts of failures that go away by themselves or by an operator's action (a restart, a model reload):
+# the server or the path to it is down, a call ran past its deadline, or a model's backend stub died
+# (Triton 2.51 keeps such a model READY but answers "Stub process '<model>_0_0' is not healthy").
+_UNAVAILABLE_MARKERS = (
+    "UNAVAILABLE",
+    "DEADLINE_EXCEEDED",
+    "Deadline Exceeded",
+    "failed to connect",
+    "is not ready",
+    "unknown model",
+    "is not healthy",
+)
+DEFAULT_DEADLINE_SECONDS = 10.0
+# gRPC retries a lost connection with exponential backoff up to 120 s by default: after a Triton
+# restart the orchestrator would fail fast for minutes. Capped, it reconnects within ~2 s.
+_CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", -1),
+    ("grpc.max_receive_message_length", -1),
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.min_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+]
 
 
 def to_inputs(tensors: Tensors) -> list[triton_aio.InferInput]:
@@ -68,19 +96,35 @@ def classify(model: str, exc: Exception) -> TritonStageError:
     message = exc.message() if isinstance(exc, InferenceServerException) else str(exc)
     status = exc.status() if isinstance(exc, InferenceServerException) else None
     text = f"{status or ''} {message}"
-    if "UNAVAILABLE" in text or "failed to connect" in text or "is not ready" in text or "unknown model" in text:
+    if any(marker in text for marker in _UNAVAILABLE_MARKERS):
         return TritonUnavailableError(model, message, status=str(status or ""))
     invalid = any(marker in text for marker in _INVALID_MARKERS)
     return TritonStageError(model, message, invalid=invalid, status=str(status or ""))
 
 
 class TritonModels:
-    def __init__(self, url: str) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        deadline_seconds: float = DEFAULT_DEADLINE_SECONDS,
+        ssl: bool = False,
+        root_certificates: str | None = None,
+    ) -> None:
+        """``ssl``: TLS to Triton's gRPC, verified against ``root_certificates`` (a PEM path; system CAs if None)."""
+        if deadline_seconds <= 0:
+            raise ValueError(f"deadline_seconds must be > 0, got {deadline_seconds}")
         self.url = url
-        self.client = triton_aio.InferenceServerClient(url)
-        self._channel = grpc.aio.insecure_channel(
-            url, options=[("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+        self.deadline_seconds = deadline_seconds
+        self.client = triton_aio.InferenceServerClient(
+            url, ssl=ssl, root_certificates=root_certificates, channel_args=_CHANNEL_OPTIONS
         )
+        if ssl:
+            roots = Path(root_certificates).read_bytes() if root_certificates else None
+            credentials = grpc.ssl_channel_credentials(root_certificates=roots)
+            self._channel = grpc.aio.secure_channel(url, credentials, options=_CHANNEL_OPTIONS)
+        else:
+            self._channel = grpc.aio.insecure_channel(url, options=_CHANNEL_OPTIONS)
         self._stub = service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
 
     async def infer(self, model: str, tensors: Tensors, *, sequence_id: int, start: bool = False, end: bool = False):
@@ -91,6 +135,7 @@ class TritonModels:
                 sequence_id=sequence_id,
                 sequence_start=start,
                 sequence_end=end,
+                client_timeout=self.deadline_seconds,
                 # W3C traceparent: Triton's own spans join the turn's trace when its tracing is on.
                 headers=trace_headers() or None,
             )
@@ -99,7 +144,7 @@ class TritonModels:
         return from_result(result)
 
     def open_stream(self, model: str) -> ModelStream:
-        return ModelStream(self._stub, model)
+        return ModelStream(self._stub, model, deadline_seconds=self.deadline_seconds)
 
     async def statistics(self, model: str) -> dict[str, Any]:
         stats = await self.client.get_inference_statistics(model_name=model, as_json=True)
@@ -115,10 +160,19 @@ class ModelStream:
 
     Cancelling the stream cancels the request in flight on the server (the model sees
     ``is_cancelled()``), which is how an interruption stops generation within one step.
+    The deadline counts only while a response is awaited: a stream idle between requests (the
+    session's backbone context between turns) or a reader paused by backpressure never expires.
     """
 
-    def __init__(self, stub: service_pb2_grpc.GRPCInferenceServiceStub, model: str) -> None:
+    def __init__(
+        self,
+        stub: service_pb2_grpc.GRPCInferenceServiceStub,
+        model: str,
+        *,
+        deadline_seconds: float = DEFAULT_DEADLINE_SECONDS,
+    ) -> None:
         self.model = model
+        self.deadline_seconds = deadline_seconds
         self._queue: asyncio.Queue[service_pb2.ModelInferRequest | None] = asyncio.Queue()
         # gRPC metadata is per call: a stream carries the trace context current when it is opened.
         self._call = stub.ModelStreamInfer(self._requests(), metadata=tuple(trace_headers().items()) or None)
@@ -155,7 +209,12 @@ class ModelStream:
     async def _read_until_final(self) -> AsyncIterator[dict[str, np.ndarray]]:
         while True:
             try:
-                message = await self._responses.__anext__()
+                message = await asyncio.wait_for(self._responses.__anext__(), self.deadline_seconds)
+            except TimeoutError as exc:
+                self.cancel()  # the server may still answer later: those responses belong to no request
+                raise TritonUnavailableError(
+                    self.model, f"no response within the {self.deadline_seconds:g} s deadline (DEADLINE_EXCEEDED)"
+                ) from exc
             except StopAsyncIteration as exc:
                 raise TritonUnavailableError(self.model, "stream closed by the server") from exc
             except grpc.aio.AioRpcError as exc:

@@ -1,38 +1,13 @@
-"""The real Triton server, started once per test session on free ports, with the smoke weights."""
+"""Integration tier: the Triton log printed when a test fails, and a client for the session Triton."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 
-from orchestrator.devstack.triton_launcher import (
-    StackError,
-    TritonPorts,
-    TritonProcess,
-    free_port,
-    start_triton,
-    wait_until_ready,
-)
+from orchestrator.devstack.triton_launcher import TritonProcess
 from orchestrator.triton.client import TritonModels
-from tests.conftest import REPO_ROOT
-
-
-@pytest.fixture(scope="session")
-def triton(smoke_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonProcess]:
-    run_dir = tmp_path_factory.mktemp("triton")
-    ports = TritonPorts(http=free_port(), grpc=free_port(), metrics=free_port())
-    # Explicit model control lets a test reload a model with other parameters (idle expiry).
-    explicit = ("--model-control-mode=explicit", "--load-model=*")
-    server = start_triton(REPO_ROOT / "model_repository", smoke_weights, run_dir, ports, extra_args=explicit)
-    try:
-        wait_until_ready(server)
-    except StackError as exc:
-        print(server.log_tail(200))
-        pytest.fail(f"Triton did not start: {exc}")
-    yield server
-    server.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,49 @@
+# syntax=docker/dockerfile:1
+# The Triton image: NVIDIA's Triton with the TensorRT-LLM and Python backends, plus our model repository
+# (model_repository/: config.pbtxt + thin model.py adapters) and the torch code they call (services/).
+# Build from the repository root:
+#   docker build -f docker/triton.Dockerfile -t <registry>/minmo-serve/triton:0.1.0 .
+# Weights are not in the image: the chart mounts them and sets MINMO_WEIGHTS_DIR.
+
+ARG TRITON_VERSION=25.06
+FROM nvcr.io/nvidia/tritonserver:${TRITON_VERSION}-trtllm-python-py3
+
+# Pinned like pyproject.toml. torch is not reinstalled by default: the base ships the CUDA build that
+# TensorRT-LLM is compiled against; set TORCH_VERSION only for a base image without it.
+ARG NUMPY_VERSION=1.26.4
+ARG SAFETENSORS_VERSION=0.8.0
+ARG TOKENIZERS_VERSION=0.23.3
+ARG KALDI_NATIVE_FBANK_VERSION=1.23.0
+ARG PYYAML_VERSION=6.0.3
+ARG TORCH_VERSION=""
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
+
+# The model.py adapters import `services.*` from /opt/minmo.
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONPATH=/opt/minmo \
+    HOME=/tmp
+
+RUN python3 -m pip install \
+      "numpy==${NUMPY_VERSION}" \
+      "safetensors==${SAFETENSORS_VERSION}" \
+      "tokenizers==${TOKENIZERS_VERSION}" \
+      "kaldi-native-fbank==${KALDI_NATIVE_FBANK_VERSION}" \
+      "pyyaml==${PYYAML_VERSION}" \
+ && if [ -n "${TORCH_VERSION}" ]; then \
+      python3 -m pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"; \
+    fi \
+ && python3 -c "import torch, numpy, safetensors, tokenizers, kaldi_native_fbank"
+
+COPY services /opt/minmo/services
+COPY model_repository /opt/minmo/model_repository
+
+# NGC's Triton images carry the user triton-server (uid 1000); create it where a base lacks it.
+# The uid is the chart's security.tritonUser.
+RUN (getent passwd 1000 >/dev/null || useradd --uid 1000 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin minmo) \
+ && chmod -R a+rX /opt/minmo
+USER 1000:1000
+EXPOSE 8000 8001 8002
+ENTRYPOINT ["tritonserver"]
+CMD ["--model-repository=/opt/minmo/model_repository", "--model-control-mode=explicit"]

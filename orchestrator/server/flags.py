@@ -1,0 +1,70 @@
+"""``minmo serve``'s flags for transport security, authentication, tenant limits and dependency credentials.
+
+They are the agreed contract (README, chart). This module imports nothing heavy, so the CLI parses
+arguments without loading gRPC or Redis.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+AUTH_MODES = ("none", "api-keys", "jwt")
+# ServeSettings fields set by the flags below (argparse names them after the flags).
+SETTING_NAMES = (
+    "tls_cert",
+    "tls_key",
+    "tls_client_ca",
+    "auth",
+    "api_keys_file",
+    "jwt_issuer",
+    "jwt_audience",
+    "jwt_public_key_file",
+    "jwt_tenant_claim",
+    "tenant_max_sessions",
+    "tenant_audio_seconds_per_minute",
+    "redis_password_file",
+    "redis_tls",
+    "redis_ca",
+    "triton_ssl",
+    "triton_root_certs",
+    "triton_deadline_seconds",
+)
+
+
+def add_security_flags(parser: argparse.ArgumentParser) -> None:
+    tls = parser.add_argument_group("transport security (PEM files; re-read when they change on disk)")
+    tls.add_argument("--tls-cert", type=Path, help="server certificate chain; with --tls-key turns TLS on")
+    tls.add_argument("--tls-key", type=Path, help="server private key")
+    tls.add_argument("--tls-client-ca", type=Path, help="require client certificates from this CA (mutual TLS)")
+    auth = parser.add_argument_group("authentication (clients send `authorization: Bearer <token>`)")
+    auth.add_argument("--auth", choices=AUTH_MODES, default="none", help="token verifier (default: none)")
+    auth.add_argument("--api-keys-file", type=Path, help='YAML/JSON {"keys": [{"key_sha256": HEX, "tenant": NAME}]}')
+    auth.add_argument("--jwt-issuer", help="required `iss` of JWTs")
+    auth.add_argument("--jwt-audience", help="required `aud` of JWTs")
+    auth.add_argument("--jwt-public-key-file", type=Path, help="PEM public key (RSA: RS256, EC P-256: ES256)")
+    auth.add_argument("--jwt-tenant-claim", default="tenant", help="the JWT claim naming the tenant")
+    limits = parser.add_argument_group("per-tenant limits (shared across replicas through Redis)")
+    limits.add_argument("--tenant-max-sessions", type=int, default=0, help="concurrent sessions (0: unlimited)")
+    limits.add_argument(
+        "--tenant-audio-seconds-per-minute", type=float, default=0.0, help="audio seconds per minute (0: unlimited)"
+    )
+    deps = parser.add_argument_group("dependency credentials")
+    deps.add_argument("--redis-password-file", type=Path, help="file holding the Redis password")
+    deps.add_argument("--redis-tls", action="store_true", help="TLS to Redis (a rediss:// URL does the same)")
+    deps.add_argument("--redis-ca", type=Path, help="CA bundle that signs Redis's certificate")
+    deps.add_argument("--triton-ssl", action="store_true", help="TLS to Triton's gRPC")
+    deps.add_argument("--triton-root-certs", type=Path, help="CA bundle that signs Triton's certificate")
+    deps.add_argument(
+        "--triton-deadline-seconds",
+        type=float,
+        default=10.0,
+        help="longest wait for a Triton answer (a unary call, or a stream's next response) before the turn fails "
+        "with UNAVAILABLE instead of hanging (default 10)",
+    )
+
+
+def security_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``ServeSettings`` fields the flags above set."""
+    return {name: getattr(args, name) for name in SETTING_NAMES}

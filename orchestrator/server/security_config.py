@@ -1,0 +1,95 @@
+"""The objects ``minmo serve``'s security and limit flags configure (``orchestrator.server.flags``).
+
+Each builder validates its inputs at start, so a missing key file or a half-set TLS pair fails
+``minmo serve`` with a message instead of the first call.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio
+
+from orchestrator.limits.admission import Admission
+from orchestrator.limits.shedding import LoadShedder
+from orchestrator.limits.tenants import TenantLimits, TenantLimitSettings
+from orchestrator.security.tls import TlsFiles
+from orchestrator.security.verifiers import ApiKeyVerifier, AuthConfigError, JwtVerifier, Verifier
+from orchestrator.server.contracts import ServeSettings
+from orchestrator.server.flags import AUTH_MODES
+from orchestrator.triton.client import TritonModels
+
+
+def tls_files(settings: ServeSettings) -> TlsFiles | None:
+    if settings.tls_cert is None and settings.tls_key is None:
+        if settings.tls_client_ca is not None:
+            raise AuthConfigError("--tls-client-ca needs --tls-cert and --tls-key (mutual TLS is TLS first)")
+        return None
+    if settings.tls_cert is None or settings.tls_key is None:
+        raise AuthConfigError("TLS needs both --tls-cert and --tls-key")
+    return TlsFiles(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+
+
+def build_verifier(settings: ServeSettings) -> Verifier | None:
+    """The token verifier ``--auth`` names; None for ``none`` (every call is the default tenant)."""
+    if settings.auth == "none":
+        return None
+    if settings.auth == "api-keys":
+        if settings.api_keys_file is None:
+            raise AuthConfigError("--auth api-keys needs --api-keys-file")
+        return ApiKeyVerifier.from_file(settings.api_keys_file)
+    if settings.auth == "jwt":
+        if settings.jwt_public_key_file is None or not settings.jwt_issuer or not settings.jwt_audience:
+            raise AuthConfigError("--auth jwt needs --jwt-public-key-file, --jwt-issuer and --jwt-audience")
+        return JwtVerifier.from_file(
+            settings.jwt_public_key_file,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            tenant_claim=settings.jwt_tenant_claim,
+        )
+    raise AuthConfigError(f"--auth must be one of {', '.join(AUTH_MODES)}, not {settings.auth!r}")
+
+
+def _read_secret(path: Path, what: str) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError as exc:
+        raise AuthConfigError(f"cannot read the {what} file {path}: {exc.strerror}") from exc
+
+
+def build_redis_client(settings: ServeSettings) -> redis.asyncio.Redis:
+    """The Redis client with the configured password and TLS (``--redis-tls`` upgrades redis:// to rediss://)."""
+    url = settings.redis_url
+    if settings.redis_tls and url.startswith("redis://"):
+        url = "rediss://" + url.removeprefix("redis://")
+    options: dict[str, Any] = {"socket_connect_timeout": 2}
+    if settings.redis_password_file is not None:
+        options["password"] = _read_secret(settings.redis_password_file, "Redis password")
+    if url.startswith("rediss://"):
+        options["ssl_cert_reqs"] = "required"
+        if settings.redis_ca is not None:
+            options["ssl_ca_certs"] = str(settings.redis_ca)
+    elif settings.redis_ca is not None:
+        raise AuthConfigError("--redis-ca needs TLS to Redis: pass --redis-tls or a rediss:// URL")
+    return redis.asyncio.Redis.from_url(url, **options)
+
+
+def build_triton_models(settings: ServeSettings, **kwargs: Any) -> TritonModels:
+    if settings.triton_root_certs is not None and not settings.triton_ssl:
+        raise AuthConfigError("--triton-root-certs needs --triton-ssl")
+    if settings.triton_deadline_seconds <= 0:
+        raise AuthConfigError("--triton-deadline-seconds must be > 0")
+    roots = str(settings.triton_root_certs) if settings.triton_root_certs is not None else None
+    kwargs.setdefault("deadline_seconds", settings.triton_deadline_seconds)
+    return TritonModels(settings.triton_url, ssl=settings.triton_ssl, root_certificates=roots, **kwargs)
+
+
+def build_admission(settings: ServeSettings, client: redis.asyncio.Redis) -> Admission:
+    limits = TenantLimitSettings(
+        max_sessions=settings.tenant_max_sessions, audio_seconds_per_minute=settings.tenant_audio_seconds_per_minute
+    )
+    if limits.max_sessions < 0 or limits.audio_seconds_per_minute < 0:
+        raise AuthConfigError("--tenant-max-sessions and --tenant-audio-seconds-per-minute must be >= 0")
+    shedder = LoadShedder(settings.max_sessions, max_loop_lag_seconds=settings.shed_loop_lag_seconds)
+    return Admission(shedder, TenantLimits(client, limits) if limits.enabled else None)

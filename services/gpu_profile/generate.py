@@ -1,0 +1,65 @@
+"""Write the GPU model repository from the values file: six configs, the BLS shim, the stage adapters.
+
+Layout written to ``--out``: ``tensorrt_llm/`` (engine model, version folder ``1/`` left empty as
+the TensorRT-LLM backend expects), ``backbone/`` (BLS, same contract as the CPU backbone) and the
+KIND_GPU variants of ``encoder``, ``duplex``, ``speech_lm``, ``vocoder`` whose ``1/model.py`` are the
+CPU profile's own adapters: the contract and the code are shared, only placement differs.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from services.gpu_profile.templating import render_all
+from services.gpu_profile.values import STAGES, GpuValues
+
+TEMPLATES = Path(__file__).parent / "templates"
+CPU_REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
+MODELS = ("tensorrt_llm", "backbone", *STAGES)
+_TRITON_DTYPES = {"bfloat16": "TYPE_BF16", "float16": "TYPE_FP16"}
+
+
+def template_values(values: GpuValues) -> dict[str, str]:
+    """The flat strings the templates read; derived ones (dtype names, CSV lists) are computed here."""
+    triton_dtype = _TRITON_DTYPES[values.engine_dtype]
+    flat = {
+        "engine_dir": values.engine_dir,
+        "weights_dir": values.weights_dir,
+        "engine_dtype": values.engine_dtype,
+        "max_batch_size": str(values.max_batch_size),
+        "max_seq_len": str(values.max_seq_len),
+        "max_prompt_rows": str(values.max_prompt_rows),
+        "kv_cache_free_gpu_mem_fraction": str(values.kv_cache_free_gpu_mem_fraction),
+        "enable_kv_cache_reuse": "true" if values.enable_kv_cache_reuse else "false",
+        "batch_scheduler_policy": values.batch_scheduler_policy,
+        "gpu_device_ids_csv": ",".join(str(i) for i in values.gpu_device_ids),
+        "prompt_table_datatype": triton_dtype,
+        "hidden_states_datatype": triton_dtype,
+    }
+    flat.update({f"{model}_count": str(values.instance_count(model)) for model in ("backbone", *STAGES)})
+    return flat
+
+
+def render_configs(values: GpuValues) -> dict[str, str]:
+    templates = {model: (TEMPLATES / f"{model}.pbtxt").read_text() for model in MODELS}
+    return render_all(templates, template_values(values))
+
+
+def write_repository(values: GpuValues, out: Path, cpu_repository: Path = CPU_REPOSITORY) -> list[Path]:
+    """Write (or overwrite) the repository under ``out``; returns the files written."""
+    written = []
+    for model, text in render_configs(values).items():
+        folder = out / model
+        (folder / "1").mkdir(parents=True, exist_ok=True)
+        config = folder / "config.pbtxt"
+        config.write_text(text)
+        written.append(config)
+    bls = out / "backbone" / "1" / "model.py"
+    shutil.copyfile(TEMPLATES / "backbone_model.py.tmpl", bls)
+    written.append(bls)
+    for stage in STAGES:
+        adapter = out / stage / "1" / "model.py"
+        shutil.copyfile(cpu_repository / stage / "1" / "model.py", adapter)
+        written.append(adapter)
+    return written

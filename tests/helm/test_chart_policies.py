@@ -1,0 +1,199 @@
+"""Policies every variant must keep: GPUs where Triton runs, probes, non-root, resources, minimal RBAC."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import helm_python as helm
+import pytest
+
+from tests.helm.chart_render import REPO_ROOT, load_values, pod_specs, render, variant_files
+
+VARIANTS = variant_files()
+IDS = [path.name.removesuffix("-values.yaml") for path in VARIANTS]
+# The autoscaler is a control loop with no server port: nothing a probe could ask. The kubelet restarts
+# it when it exits; when it hangs it stops renewing its Lease and a standby replica takes over.
+CONTAINERS_WITHOUT_PROBES = {"autoscaler"}
+
+
+@pytest.fixture(scope="module", params=VARIANTS, ids=IDS)
+def variant_objects(request: pytest.FixtureRequest, chart: helm.Chart) -> list[dict]:
+    path: Path = request.param
+    return render(chart, load_values(path)).objects
+
+
+def test_every_triton_pod_asks_for_a_gpu_and_lands_on_gpu_nodes(variant_objects: list[dict]) -> None:
+    pools = [o for o in variant_objects if o["kind"] == "Deployment" and "-triton-" in o["metadata"]["name"]]
+    assert pools, "no Triton pool rendered"
+    for pool in pools:
+        spec = pool["spec"]["template"]["spec"]
+        (server,) = spec["containers"]
+        assert int(server["resources"]["limits"]["nvidia.com/gpu"]) >= 1, pool["metadata"]["name"]
+        assert spec["nodeSelector"]["nvidia.com/gpu.product"] == "NVIDIA-L20"
+        assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
+        shm = next(v for v in spec["volumes"] if v["name"] == "dshm")
+        assert shm["emptyDir"]["medium"] == "Memory" and shm["emptyDir"]["sizeLimit"]
+        args = server["args"]
+        assert "--model-control-mode=explicit" in args
+        assert any(a.startswith("--load-model=") for a in args)
+
+
+def test_every_model_is_loaded_by_exactly_one_pool(variant_objects: list[dict]) -> None:
+    loaded = [
+        arg.removeprefix("--load-model=")
+        for o in variant_objects
+        if o["kind"] == "Deployment" and "-triton-" in o["metadata"]["name"]
+        for arg in o["spec"]["template"]["spec"]["containers"][0]["args"]
+        if arg.startswith("--load-model=")
+    ]
+    assert sorted(loaded) == sorted(["encoder", "backbone", "duplex", "speech_lm", "vocoder"])
+
+
+def test_every_container_has_probes_except_the_autoscaler(variant_objects: list[dict]) -> None:
+    for where, spec in pod_specs(variant_objects):
+        for container in spec["containers"]:
+            if container["name"] in CONTAINERS_WITHOUT_PROBES:
+                continue
+            assert "readinessProbe" in container and "livenessProbe" in container, f"{where}/{container['name']}"
+
+
+def test_no_pod_or_container_can_run_as_root(variant_objects: list[dict]) -> None:
+    for where, spec in pod_specs(variant_objects):
+        pod = spec["securityContext"]
+        assert pod["runAsNonRoot"] is True and pod["runAsUser"] > 0, where
+        assert pod["seccompProfile"]["type"] == "RuntimeDefault", where
+        for container in spec.get("initContainers", []) + spec["containers"]:
+            sc = container["securityContext"]
+            assert sc["runAsNonRoot"] is True and sc["runAsUser"] > 0, where
+            assert sc["allowPrivilegeEscalation"] is False, where
+            assert sc.get("privileged", False) is False, where
+            assert sc["capabilities"] == {"drop": ["ALL"]}, where
+            assert sc["seccompProfile"]["type"] == "RuntimeDefault", where
+
+
+def test_only_triton_keeps_a_writable_root_filesystem(variant_objects: list[dict]) -> None:
+    for where, spec in pod_specs(variant_objects):
+        for container in spec["containers"]:
+            if container["name"] != "tritonserver":
+                assert container["securityContext"]["readOnlyRootFilesystem"] is True, where
+
+
+def test_only_the_autoscaler_gets_a_kubernetes_api_token(variant_objects: list[dict]) -> None:
+    for where, spec in pod_specs(variant_objects):
+        wants_token = spec["containers"][0]["name"] == "autoscaler"
+        assert spec["automountServiceAccountToken"] is wants_token, where
+
+
+def test_every_container_has_cpu_and_memory_requests_and_limits(variant_objects: list[dict]) -> None:
+    for where, spec in pod_specs(variant_objects):
+        for container in spec["containers"]:
+            resources = container["resources"]
+            for bound in ("requests", "limits"):
+                assert {"cpu", "memory"} <= resources[bound].keys(), f"{where}/{container['name']} {bound}"
+
+
+def test_every_triton_pool_has_a_disruption_budget(variant_objects: list[dict]) -> None:
+    budgets = [o for o in variant_objects if o["kind"] == "PodDisruptionBudget"]
+    pools = [o for o in variant_objects if o["kind"] == "Deployment" and "-triton-" in o["metadata"]["name"]]
+    for pool in pools:
+        labels = pool["spec"]["template"]["metadata"]["labels"]
+        assert any(b["spec"]["selector"]["matchLabels"].items() <= labels.items() for b in budgets), pool
+
+
+def test_replicas_are_left_to_the_autoscaler_or_hpa(variant_objects: list[dict]) -> None:
+    """A chart upgrade must not reset replicas an autoscaler chose: the field is only set when nothing scales."""
+    scaled_by_hpa = {
+        o["spec"]["scaleTargetRef"]["name"] for o in variant_objects if o["kind"] == "HorizontalPodAutoscaler"
+    }
+    has_autoscaler = any(
+        o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-autoscaler") for o in variant_objects
+    )
+    for pool in (o for o in variant_objects if o["kind"] == "Deployment" and "-triton-" in o["metadata"]["name"]):
+        managed = pool["metadata"]["name"] in scaled_by_hpa or has_autoscaler
+        assert ("replicas" in pool["spec"]) is not managed, pool["metadata"]["name"]
+
+
+# kubernetes-client method -> (API group, resource, verb). A call missing here fails the test below: add it,
+# then grant it in templates/autoscaler.yaml.
+CLIENT_CALLS = {
+    "read_namespaced_lease": ("coordination.k8s.io", "leases", "get"),
+    "replace_namespaced_lease": ("coordination.k8s.io", "leases", "update"),
+    "create_namespaced_lease": ("coordination.k8s.io", "leases", "create"),
+    "read_namespaced_deployment": ("apps", "deployments", "get"),
+    "list_namespaced_deployment": ("apps", "deployments", "list"),
+    "read_namespaced_deployment_scale": ("apps", "deployments/scale", "get"),
+    "patch_namespaced_deployment_scale": ("apps", "deployments/scale", "patch"),
+    "list_namespaced_pod": ("", "pods", "list"),
+    "patch_namespaced_pod": ("", "pods", "patch"),
+}
+AUTOSCALER_CODE = REPO_ROOT / "orchestrator" / "autoscaler"
+# Namespaced kubernetes-client methods, called or passed (a watch passes the list method uncalled).
+KUBE_CALL = r"\.((?:read|list|create|replace|patch|delete)_(?:namespaced_\w+|\w+_for_all_namespaces))\b"
+
+
+def permissions_the_autoscaler_code_uses() -> set[tuple[str, str, str]]:
+    called = {match for source in AUTOSCALER_CODE.glob("*.py") for match in re.findall(KUBE_CALL, source.read_text())}
+    unknown = called - CLIENT_CALLS.keys()
+    assert not unknown, f"the autoscaler calls {sorted(unknown)}: map them in CLIENT_CALLS and grant them"
+    return {CLIENT_CALLS[call] for call in called}
+
+
+def test_autoscaler_rbac_grants_exactly_the_calls_its_code_makes(variant_objects: list[dict]) -> None:
+    roles = [o for o in variant_objects if o["kind"] in {"Role", "ClusterRole"}]
+    pools = sorted(
+        o["metadata"]["name"]
+        for o in variant_objects
+        if o["kind"] == "Deployment" and "-triton-" in o["metadata"]["name"]
+    )
+    if not any(o["metadata"]["name"] == "minmo-serve-autoscaler" for o in variant_objects if o["kind"] == "Deployment"):
+        assert roles == [], "RBAC rendered without an autoscaler"
+        return
+    (role,) = roles
+    assert role["kind"] == "Role", "the autoscaler needs no cluster-wide rights"
+    granted = set()
+    for rule in role["rules"]:
+        for field in ("apiGroups", "resources", "verbs", "resourceNames"):
+            assert "*" not in rule.get(field, []), f"wildcard in {rule}"
+        granted |= {(g, r, v) for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
+    assert granted == permissions_the_autoscaler_code_uses()
+    # Names wherever Kubernetes can check them: its own Lease, this release's pools.
+    by_resource = {(rule["resources"][0], tuple(rule["verbs"])): rule for rule in role["rules"]}
+    assert by_resource[("leases", ("get", "update"))]["resourceNames"] == ["minmo-serve-autoscaler"]
+    assert sorted(by_resource[("deployments/scale", ("get", "patch"))]["resourceNames"]) == pools
+    (binding,) = [o for o in variant_objects if o["kind"] == "RoleBinding"]
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "minmo-serve-autoscaler", "namespace": "voice"}]
+
+
+def test_network_policies_let_only_the_orchestrator_reach_triton_grpc(variant_objects: list[dict]) -> None:
+    policies = {o["metadata"]["name"]: o for o in variant_objects if o["kind"] == "NetworkPolicy"}
+    if not policies:
+        pytest.skip("this variant disables NetworkPolicies (networkPolicy.enabled=false)")
+    triton = policies["minmo-serve-triton"]
+    grpc_rule = next(r for r in triton["spec"]["ingress"] if r["ports"][0]["port"] == 8001)
+    assert grpc_rule["from"] == [
+        {
+            "podSelector": {
+                "matchLabels": {
+                    "app.kubernetes.io/name": "minmo-serve",
+                    "app.kubernetes.io/instance": "minmo-serve",
+                    "app.kubernetes.io/component": "orchestrator",
+                }
+            }
+        }
+    ]
+    metrics_rule = next(r for r in triton["spec"]["ingress"] if r["ports"][0]["port"] == 8002)
+    assert metrics_rule["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    ]
+    if "minmo-serve-redis" in policies:
+        sources = [
+            peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+            for peer in policies["minmo-serve-redis"]["spec"]["ingress"][0]["from"]
+        ]
+        assert set(sources) <= {"orchestrator", "autoscaler"} and "orchestrator" in sources

@@ -1,0 +1,176 @@
+"""What `helm install` with no values creates: the objects, their resources and the wiring between them."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import helm_python as helm
+import pytest
+import yaml
+
+from orchestrator.autoscaler.config import parse_config
+from tests.helm.chart_render import Rendered, kind_names, pod_specs, render
+
+EXPECTED_OBJECTS = {
+    "ConfigMap/minmo-serve-autoscaler",
+    "ServiceAccount/minmo-serve-autoscaler",
+    "Role/minmo-serve-autoscaler",
+    "RoleBinding/minmo-serve-autoscaler",
+    "Deployment/minmo-serve-autoscaler",
+    "NetworkPolicy/minmo-serve-autoscaler",
+    "Deployment/minmo-serve-orchestrator",
+    "Service/minmo-serve-orchestrator",
+    "PodDisruptionBudget/minmo-serve-orchestrator",
+    "NetworkPolicy/minmo-serve-orchestrator",
+    "Secret/minmo-serve-api-keys",
+    "Deployment/minmo-serve-triton-all",
+    "Service/minmo-serve-triton-all",
+    "Service/minmo-serve-triton-all-metrics",
+    "PodDisruptionBudget/minmo-serve-triton-all",
+    "NetworkPolicy/minmo-serve-triton",
+    "ConfigMap/minmo-serve-redis",
+    "Secret/minmo-serve-redis",
+    "Service/minmo-serve-redis",
+    "StatefulSet/minmo-serve-redis",
+    "NetworkPolicy/minmo-serve-redis",
+}
+
+# workload -> (replicas, {container: resources}); the closing note of issue 5 quotes this table.
+EXPECTED_RESOURCES = {
+    "Deployment/minmo-serve-orchestrator": (
+        2,
+        {"orchestrator": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "2Gi"}}},
+    ),
+    "Deployment/minmo-serve-triton-all": (
+        None,  # owned by the autoscaler: unset in the chart
+        {
+            "tritonserver": {
+                "requests": {"cpu": "8", "memory": "48Gi", "nvidia.com/gpu": 1},
+                "limits": {"cpu": "16", "memory": "64Gi", "nvidia.com/gpu": 1},
+            }
+        },
+    ),
+    "StatefulSet/minmo-serve-redis": (
+        1,
+        {"redis": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}}},
+    ),
+    "Deployment/minmo-serve-autoscaler": (
+        1,
+        {"autoscaler": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "500m", "memory": "512Mi"}}},
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def default(chart: helm.Chart) -> Rendered:
+    return render(chart)
+
+
+def test_default_values_render_exactly_the_expected_objects(default: Rendered) -> None:
+    assert kind_names(default.objects) == EXPECTED_OBJECTS
+
+
+def test_default_workloads_have_the_expected_replicas_and_resources(default: Rendered) -> None:
+    workloads = {
+        f"{o['kind']}/{o['metadata']['name']}": o for o in default.objects if o["kind"] in {"Deployment", "StatefulSet"}
+    }
+    assert workloads.keys() == EXPECTED_RESOURCES.keys()
+    for name, (replicas, containers) in EXPECTED_RESOURCES.items():
+        spec = workloads[name]["spec"]
+        assert spec.get("replicas") == replicas, name
+        assert {c["name"]: c["resources"] for c in spec["template"]["spec"]["containers"]} == containers, name
+
+
+def test_the_orchestrator_runs_serve_with_auth_redis_and_the_pool(default: Rendered) -> None:
+    container = default.find("Deployment", "minmo-serve-orchestrator")["spec"]["template"]["spec"]["containers"][0]
+    args = container["args"]
+    assert args[0] == "serve"
+    for expected in (
+        "--port=50051",
+        "--metrics-port=9464",
+        "--triton=minmo-serve-triton-all:8001",
+        "--redis=redis://minmo-serve-redis:6379/0",
+        "--redis-password-file=/etc/minmo/redis/password",
+        "--auth=api-keys",
+        "--api-keys-file=/etc/minmo/auth/api-keys.yaml",
+    ):
+        assert expected in args
+    # The kubelet's native gRPC probe on grpc.health.v1 (plaintext: TLS is off by default).
+    assert container["readinessProbe"]["grpc"] == {"port": 50051}
+    assert container["livenessProbe"]["grpc"] == {"port": 50051}
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"grpc": 50051, "metrics": 9464}
+
+
+def test_the_triton_pool_loads_all_five_models_from_the_image_with_weights_from_the_pvc(default: Rendered) -> None:
+    spec = default.find("Deployment", "minmo-serve-triton-all")["spec"]["template"]["spec"]
+    (server,) = spec["containers"]
+    assert server["command"] == ["tritonserver"]
+    assert server["args"][:7] == [
+        "--model-repository=/opt/minmo/model_repository",
+        "--model-control-mode=explicit",
+        "--load-model=encoder",
+        "--load-model=backbone",
+        "--load-model=duplex",
+        "--load-model=speech_lm",
+        "--load-model=vocoder",
+    ]
+    assert {"name": "MINMO_WEIGHTS_DIR", "value": "/weights"} in server["env"]
+    weights = next(v for v in spec["volumes"] if v["name"] == "weights")
+    assert weights["persistentVolumeClaim"] == {"claimName": "minmo-weights", "readOnly": True}
+    assert server["startupProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
+    assert server["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
+    assert server["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
+    assert {p["name"]: p["containerPort"] for p in server["ports"]} == {"http": 8000, "grpc": 8001, "metrics": 8002}
+    # The autoscaler, not the chart, decides which pod goes first on a scale-down.
+    assert "controller.kubernetes.io/pod-deletion-cost" not in default.find("Deployment", "minmo-serve-triton-all")[
+        "spec"
+    ]["template"]["metadata"].get("annotations", {})
+    assert default.find("Service", "minmo-serve-triton-all")["spec"]["clusterIP"] == "None"
+
+
+def test_redis_persists_with_everysec_and_a_generated_password_that_stays_out_of_pod_specs(default: Rendered) -> None:
+    conf = default.find("ConfigMap", "minmo-serve-redis")["data"]["redis.conf"]
+    assert "appendonly yes" in conf and "appendfsync everysec" in conf and "maxmemory-policy noeviction" in conf
+    statefulset = default.find("StatefulSet", "minmo-serve-redis")
+    claim = statefulset["spec"]["volumeClaimTemplates"][0]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "8Gi"
+    password = base64.b64decode(default.find("Secret", "minmo-serve-redis")["data"]["redis-password"]).decode()
+    assert len(password) == 32 and password.isalnum()
+    for _, spec in pod_specs(default.objects):
+        assert password not in json.dumps(spec)
+
+
+def test_the_autoscaler_reads_the_rendered_config_with_each_pool_and_its_bounds(default: Rendered) -> None:
+    """The ConfigMap goes through the autoscaler's own parser, so a key it does not know fails here, not in a pod."""
+    text = default.find("ConfigMap", "minmo-serve-autoscaler")["data"]["config.yaml"]
+    config = parse_config(yaml.safe_load(text), source="ConfigMap/minmo-serve-autoscaler")
+    assert config.redis_prefix == "minmo:"
+    (pool,) = config.pools
+    assert (pool.name, pool.deployment) == ("all", "minmo-serve-triton-all")
+    assert (pool.min_replicas, pool.max_replicas, pool.sessions_per_pod) == (1, 4, 8)
+    assert (pool.scale_up_window_seconds, pool.scale_down_window_seconds, pool.max_drain_seconds) == (30, 600, 900)
+    assert dict(pool.slo.stage_p95_seconds) == {"first_audio": 0.8}
+    assert pool.slo.queue_seconds == 0.02
+    container = default.find("Deployment", "minmo-serve-autoscaler")["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == [
+        "autoscale",
+        "--namespace=$(POD_NAMESPACE)",
+        "--release=minmo-serve",
+        "--config=/etc/minmo/autoscaler/config.yaml",
+        "--redis=redis://:$(REDIS_PASSWORD)@minmo-serve-redis:6379/0",
+        "--lease-name=minmo-serve-autoscaler",
+        "--identity=$(POD_NAME)",
+        "--interval-seconds=15",
+    ]
+
+
+def test_every_object_carries_the_standard_labels(default: Rendered) -> None:
+    for obj in default.objects:
+        labels = obj["metadata"]["labels"]
+        assert labels["app.kubernetes.io/name"] == "minmo-serve"
+        assert labels["app.kubernetes.io/instance"] == "minmo-serve"
+        assert labels["app.kubernetes.io/managed-by"] == "Helm"
+        assert labels["app.kubernetes.io/version"] == "0.1.0"
+        assert labels["helm.sh/chart"] == "minmo-serve-0.1.0"
+        assert labels["app.kubernetes.io/component"]
