@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from orchestrator.devstack.triton_launcher import StackError, TritonPorts
-from orchestrator.server.flags import add_security_flags
+from orchestrator.server.flags import add_routing_flags, add_security_flags
 
 
 def _stack(args: argparse.Namespace) -> int:
@@ -43,13 +43,13 @@ def _serve(args: argparse.Namespace) -> int:
 
     from orchestrator.server.app import ServeError, serve
     from orchestrator.server.contracts import ServeSettings
-    from orchestrator.server.flags import security_settings
+    from orchestrator.server.flags import routing_settings, security_settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = ServeSettings(
         port=args.port,
         host=args.host,
-        triton_url=args.triton,
+        triton_url=args.triton or "127.0.0.1:8001",
         redis_url=args.redis,
         max_sessions=args.max_sessions,
         grace_seconds=args.grace,
@@ -57,7 +57,11 @@ def _serve(args: argparse.Namespace) -> int:
         trace_file=args.trace_file,
         otlp_endpoint=args.otlp_endpoint,
         **security_settings(args),
+        **routing_settings(args),
     )
+    if args.triton and settings.triton_pools:
+        print("error: pass --triton (one Triton for every model) or --triton-pool, not both", file=sys.stderr)
+        return 2
     try:
         asyncio.run(serve(settings))
     except ServeError as exc:
@@ -132,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     serve_cmd = commands.add_parser("serve", help="run the orchestrator's gRPC server (minmo.v1.MinMo)")
     serve_cmd.add_argument("--port", type=int, default=50051)
     serve_cmd.add_argument("--host", default="[::]", help="address to listen on")
-    serve_cmd.add_argument("--triton", default="127.0.0.1:8001", help="Triton's gRPC address")
+    serve_cmd.add_argument("--triton", help="Triton's gRPC address (default 127.0.0.1:8001)")
     serve_cmd.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="Redis URL")
     serve_cmd.add_argument("--max-sessions", type=int, default=16, help="concurrent Converse sessions per process")
     serve_cmd.add_argument("--grace", type=float, default=10.0, help="seconds calls in flight get on SIGTERM")
@@ -140,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     serve_cmd.add_argument("--trace-file", type=Path, help="append finished spans to this JSON-lines file")
     serve_cmd.add_argument("--otlp-endpoint", help="export spans over OTLP gRPC, e.g. http://127.0.0.1:4317")
     add_security_flags(serve_cmd)
+    add_routing_flags(serve_cmd)
     serve_cmd.set_defaults(run=_serve)
 
     weights_cmd = commands.add_parser("weights", help="build the seeded smoke weights")

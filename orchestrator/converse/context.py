@@ -15,13 +15,14 @@ import numpy as np
 
 from orchestrator.stages.ids import new_stream_id
 from orchestrator.state.records import StoredTurn
-from orchestrator.triton.client import ModelStream, TritonModels
+from orchestrator.triton.client import ModelStream
+from orchestrator.triton.routed import ModelCalls
 from services.backbone import ChatPrompt, SpeechSlot, SpeechTurn, TextTurn
 from services.backbone.prompt import Segment, Turn
 
 
 class BackboneContext:
-    def __init__(self, models: TritonModels, prompt: ChatPrompt) -> None:
+    def __init__(self, models: ModelCalls, prompt: ChatPrompt) -> None:
         self.prompt = prompt
         self.stream_id = new_stream_id()
         self.stream: ModelStream = models.open_stream("backbone")

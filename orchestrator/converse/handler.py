@@ -3,7 +3,8 @@
 This is where the session's Redis record meets the live stream: a new session is created, or a
 resume token is resolved and the backbone context rebuilt from the acknowledged history; the
 owner lease keeps one live stream per session across replicas; a process serves at most
-``max_sessions`` streams at once.
+``max_sessions`` streams at once. With routing (``--triton-pool``) the session's models are on the
+pods pinned to it (see ``orchestrator.routing.sessions`` for when pins are taken and released).
 """
 
 from __future__ import annotations
@@ -22,26 +23,32 @@ from orchestrator.converse.session import ConverseSession
 from orchestrator.converse.settings import SessionSettings
 from orchestrator.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from orchestrator.observability import metrics
+from orchestrator.routing.sessions import SessionRouting
 from orchestrator.security.tenant import current_tenant
 from orchestrator.server.contracts import ServerDeps
 from orchestrator.state.errors import SessionNotFound
 from orchestrator.state.records import StoredTurn
 from orchestrator.state.store import SessionStore
-from orchestrator.triton.client import TritonModels
 from orchestrator.triton.errors import TritonStageError
+from orchestrator.triton.routed import ModelCalls
+from services.backbone.tokenizer import Tokenizer
 
 
 class ConverseService:
     def __init__(
         self,
-        models: TritonModels,
+        models: ModelCalls,
         store: SessionStore,
         *,
         max_sessions: int = 16,
         audio_meter: Callable[[str, float], Awaitable[None]] | None = None,
+        routing: SessionRouting | None = None,
+        tokenizer: Tokenizer | None = None,
     ) -> None:
         self.audio_meter = audio_meter  # (tenant, seconds): the tenant's audio limit; raises ResourceExhausted
-        self.models = models
+        self.models = models  # every session's models without routing
+        self.routing = routing
+        self.tokenizer = tokenizer  # None: the smoke byte tokenizer
         self.store = store
         self.max_sessions = max_sessions
         self.owner = f"orchestrator-{uuid.uuid4().hex[:12]}"
@@ -81,10 +88,17 @@ class ConverseService:
         owner = f"{self.owner}/{uuid.uuid4().hex[:8]}"
         await self._acquire(session_id, owner)
         refresher = asyncio.create_task(self._keep_lease(session_id, owner))
+        session: ConverseSession | None = None
         try:
+            models = await self._session_models(session_id, resumed)
             history = await self.store.history(session_id) if resumed else []
             session = ConverseSession(
-                self.models, self.store, session_id=session_id, settings=settings, next_sequence=len(history) + 1
+                models,
+                self.store,
+                session_id=session_id,
+                settings=settings,
+                next_sequence=len(history) + 1,
+                tokenizer=self.tokenizer,
             )
             if self.audio_meter is not None:
                 session.charge_audio = functools.partial(self.audio_meter, current_tenant())
@@ -109,6 +123,22 @@ class ConverseService:
             with contextlib.suppress(asyncio.CancelledError):
                 await refresher
             await self.store.release_lease(session_id, owner)
+            # Only the client's EndSession frees the pods; after a disconnect or a failure the session
+            # may resume and must find its pods again, so the pin then lives on until its TTL.
+            if self.routing is not None and session is not None and session.ended_by_client:
+                with contextlib.suppress(Unavailable):  # Redis down: the pin expires with its TTL instead
+                    await self.routing.release(session_id)
+
+    async def _session_models(self, session_id: str, resumed: bool) -> ModelCalls:
+        """The session's pods (pinned on start, found again on resume), or the one Triton without routing."""
+        if self.routing is None:
+            return self.models
+        try:
+            return await self.routing.session_models(session_id)
+        except Unavailable:
+            if not resumed:  # the client never got its token: keep no session it cannot use
+                await self.store.delete(session_id)
+            raise
 
     async def _resolve(self, token: str) -> str:
         try:
@@ -131,6 +161,8 @@ class ConverseService:
             with contextlib.suppress(Unavailable):
                 await self.store.refresh_lease(session_id, owner)
                 await self.store.touch(session_id)
+                if self.routing is not None:
+                    await self.routing.touch(session_id)
 
 
 async def rebuild_context(session: ConverseSession, history: list[StoredTurn]) -> None:
@@ -146,4 +178,11 @@ LEASE_SECONDS = 5.0
 def build_converse_handler(deps: ServerDeps) -> ConverseService:
     store = SessionStore(deps.redis, lease_seconds=LEASE_SECONDS)
     meter = deps.admission.charge_audio if deps.admission is not None else None
-    return ConverseService(deps.triton, store, max_sessions=deps.settings.max_sessions, audio_meter=meter)
+    return ConverseService(
+        deps.triton,
+        store,
+        max_sessions=deps.settings.max_sessions,
+        audio_meter=meter,
+        routing=deps.routing,
+        tokenizer=deps.tokenizer,
+    )

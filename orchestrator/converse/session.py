@@ -40,9 +40,9 @@ from orchestrator.stages.listen import ListenPath
 from orchestrator.stages.speak import AudioDelta, SpeakConfig, SpeakPath, TextDelta
 from orchestrator.state.records import StoredTurn
 from orchestrator.state.store import SessionStore
-from orchestrator.triton.client import TritonModels
 from orchestrator.triton.errors import TritonStageError
-from services.backbone import ChatPrompt, SmokeByteTokenizer
+from orchestrator.triton.routed import ModelCalls
+from services.backbone import ChatPrompt, SmokeByteTokenizer, Tokenizer
 from services.duplex import Decision, DecisionPolicy
 
 IDLE_TURN_FRAMES = 50  # 6 s of listening without speech
@@ -53,19 +53,20 @@ _CLOSE = object()
 class ConverseSession:
     def __init__(
         self,
-        models: TritonModels,
+        models: ModelCalls,
         store: SessionStore,
         *,
         session_id: str,
         settings: SessionSettings,
         next_sequence: int,
         playback_lead_ms: int = 1000,
+        tokenizer: Tokenizer | None = None,
     ) -> None:
         self.models = models
         self.store = store
         self.session_id = session_id
         self.settings = settings
-        self.tokenizer = SmokeByteTokenizer()
+        self.tokenizer = tokenizer or SmokeByteTokenizer()
         self.context = BackboneContext(models, ChatPrompt(self.tokenizer))
         self.listen = ListenPath(models, self._append_user_speech)
         self.decoder = InputAudioDecoder(settings.encoding, settings.sample_rate_hz)
@@ -83,6 +84,7 @@ class ConverseSession:
         self._last_voiced_at: float | None = None
         self._lost: str | None = None  # why the Triton-side state is gone; None while it is intact
         self._next_rebuild = 0.0  # loop time of the next rebuild attempt
+        self.ended_by_client = False  # the client sent EndSession (not a disconnect): its pods can go
 
     # The event stream ------------------------------------------------------------------------------
 
@@ -193,6 +195,7 @@ class ConverseSession:
             else:
                 await self._interrupt(played_ms=command.played_ms)
         else:
+            self.ended_by_client = True
             return False  # End
         return True
 

@@ -39,12 +39,15 @@ def start_orchestrator(
     run_dir: Path,
     *,
     port: int,
-    triton_url: str,
+    triton_url: str | None,
     redis_url: str,
     max_sessions: int = 16,
     extra_args: Sequence[str] = (),
 ) -> OrchestratorProcess:
-    """Start ``minmo serve`` in the background (its own process group), logging to ``run_dir/orchestrator.log``."""
+    """Start ``minmo serve`` in the background (its own process group), logging to ``run_dir/orchestrator.log``.
+
+    ``triton_url`` None: no ``--triton`` (``extra_args`` then name the pools with ``--triton-pool``).
+    """
     if port_in_use(port):
         raise StackError(
             f"port {port} (orchestrator) already in use: stop what holds it (`make down`, or `ss -ltnp`) "
@@ -58,7 +61,7 @@ def start_orchestrator(
         "orchestrator.cli",
         "serve",
         f"--port={port}",
-        f"--triton={triton_url}",
+        *([f"--triton={triton_url}"] if triton_url is not None else []),
         f"--redis={redis_url}",
         f"--max-sessions={max_sessions}",
         *extra_args,

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from dataclasses import replace
 
 import grpc
 import grpc.aio
@@ -30,6 +31,7 @@ from orchestrator.security.verifiers import AuthConfigError, Verifier
 from orchestrator.server.contracts import SERVICE_NAME, ServerDeps, ServeSettings
 from orchestrator.server.health import ReadinessMonitor, not_serving_until_checked, redis_probe, triton_probe
 from orchestrator.server.interceptor import DomainErrorInterceptor
+from orchestrator.server.routing_config import RoutingConfigError, build_routing
 from orchestrator.server.security_config import (
     build_admission,
     build_redis_client,
@@ -37,7 +39,9 @@ from orchestrator.server.security_config import (
     build_verifier,
     tls_files,
 )
+from orchestrator.server.tokenizer_config import TokenizerConfigError, load_serving_tokenizer
 from orchestrator.server.wiring import build_servicer
+from orchestrator.state.store import SessionStore
 
 logger = logging.getLogger(__name__)
 
@@ -99,13 +103,21 @@ async def serve(settings: ServeSettings) -> None:
         redis_client = build_redis_client(settings)
         triton = build_triton_models(settings)
         admission = build_admission(settings, redis_client)
-    except AuthConfigError as exc:
+        routing = build_routing(
+            settings,
+            redis_client,
+            lambda address: build_triton_models(replace(settings, triton_url=address)),
+            session_ttl_seconds=SessionStore(redis_client).ttl_seconds,  # a pin lives as long as its session
+        )
+        tokenizer = load_serving_tokenizer(settings.tokenizer_dir)
+    except (AuthConfigError, RoutingConfigError, TokenizerConfigError) as exc:
         raise ServeError(str(exc)) from exc
     server: grpc.aio.Server | None = None
     try:
         health_servicer = health.aio.HealthServicer()
         await not_serving_until_checked(health_servicer)
-        servicer = build_servicer(ServerDeps(settings=settings, triton=triton, redis=redis_client, admission=admission))
+        deps = ServerDeps(settings, triton, redis_client, admission, routing=routing, tokenizer=tokenizer)
+        servicer = build_servicer(deps)
         server = build_server(
             servicer,
             port=settings.port,
@@ -116,7 +128,9 @@ async def serve(settings: ServeSettings) -> None:
             tls=tls,
         )
         monitor = ReadinessMonitor(
-            health_servicer, [triton_probe(triton), redis_probe(redis_client)], settings.health_interval_seconds
+            health_servicer,
+            [triton_probe(triton) if routing is None else routing.readiness, redis_probe(redis_client)],
+            settings.health_interval_seconds,
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -129,7 +143,7 @@ async def serve(settings: ServeSettings) -> None:
             settings.port,
             "plaintext" if tls is None else ("mutual TLS" if tls.client_ca else "TLS"),
             settings.auth,
-            settings.triton_url,
+            settings.triton_url if routing is None else "pools " + ", ".join(p.name for p in settings.triton_pools),
             settings.redis_url,
             settings.max_sessions,
         )
@@ -147,6 +161,8 @@ async def serve(settings: ServeSettings) -> None:
             await server.stop(None)
         await admission.close()
         await triton.close()
+        if routing is not None:
+            await routing.close()
         with contextlib.suppress(redis.RedisError, OSError):
             await redis_client.aclose()
         if metrics is not None:

@@ -10,14 +10,19 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc.aio
 import redis.asyncio
 from minmo.v1 import minmo_pb2
 
 from orchestrator.limits.admission import Admission
+from orchestrator.routing.pools import PoolSpec
 from orchestrator.triton.client import TritonModels
+
+if TYPE_CHECKING:
+    from orchestrator.routing.sessions import SessionRouting
+    from services.backbone.tokenizer import Tokenizer
 
 SERVICE_NAME = "minmo.v1.MinMo"
 
@@ -59,6 +64,12 @@ class ServeSettings:
     triton_ssl: bool = False
     triton_root_certs: Path | None = None
     triton_deadline_seconds: float = 10.0
+    # Routing (orchestrator.routing.pools): with pools, each session is pinned to one pod per pool and
+    # ``triton_url`` is not used. ``namespace``: of the k8s: pool Services (None: the pod's own).
+    triton_pools: tuple[PoolSpec, ...] = ()
+    namespace: str | None = None
+    # Backbone weights folder with tokenizer.json; None: the smoke byte tokenizer.
+    tokenizer_dir: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +80,9 @@ class ServerDeps:
     triton: TritonModels
     redis: redis.asyncio.Redis
     admission: Admission | None = None
+    # Set with --triton-pool: sessions and tasks take their models from it instead of ``triton``.
+    routing: SessionRouting | None = None
+    tokenizer: Tokenizer | None = None  # None: the smoke byte tokenizer
 
 
 class ConverseHandler(Protocol):

@@ -1,4 +1,5 @@
-"""``minmo serve``'s flags for transport security, authentication, tenant limits and dependency credentials.
+"""``minmo serve``'s flags for transport security, authentication, tenant limits, dependency credentials,
+pool routing and the tokenizer.
 
 They are the agreed contract (README, chart). This module imports nothing heavy, so the CLI parses
 arguments without loading gRPC or Redis.
@@ -9,6 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 from typing import Any
+
+from orchestrator.routing.pools import FORMAT, PoolSpecError, parse_pool
 
 AUTH_MODES = ("none", "api-keys", "jwt")
 # ServeSettings fields set by the flags below (argparse names them after the flags).
@@ -68,3 +71,45 @@ def add_security_flags(parser: argparse.ArgumentParser) -> None:
 def security_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The ``ServeSettings`` fields the flags above set."""
     return {name: getattr(args, name) for name in SETTING_NAMES}
+
+
+ROUTING_SETTING_NAMES = ("triton_pools", "namespace", "tokenizer_dir")
+
+
+def _pool(text: str) -> Any:
+    try:
+        return parse_pool(text)
+    except PoolSpecError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def add_routing_flags(parser: argparse.ArgumentParser) -> None:
+    routing = parser.add_argument_group("Triton pools (without --triton-pool: every call goes to --triton)")
+    routing.add_argument(
+        "--triton-pool",
+        dest="triton_pools",
+        type=_pool,
+        action="append",
+        default=[],
+        metavar="NAME=MODELS@TARGET",
+        help=f"a pool of Triton pods ({FORMAT}); repeat it so that each of the five models is in exactly one "
+        "pool; each session is pinned to one pod per pool (Redis)",
+    )
+    routing.add_argument(
+        "--namespace",
+        help="namespace of the k8s: pool Services (default: the pod's own, from its ServiceAccount)",
+    )
+    routing.add_argument(
+        "--tokenizer",
+        dest="tokenizer_dir",
+        type=Path,
+        help="backbone weights folder holding tokenizer.json (the real Qwen2.5 tokenizer); default: the smoke "
+        "byte tokenizer",
+    )
+
+
+def routing_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``ServeSettings`` fields the routing and tokenizer flags set."""
+    values = {name: getattr(args, name) for name in ROUTING_SETTING_NAMES}
+    values["triton_pools"] = tuple(values["triton_pools"])
+    return values

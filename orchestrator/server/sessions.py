@@ -13,6 +13,7 @@ from typing import Any
 from minmo.v1 import minmo_pb2
 
 from orchestrator.converse.settings import SessionSettings
+from orchestrator.routing.sessions import SessionRouting
 from orchestrator.security.tenant import current_tenant
 from orchestrator.server.contracts import ServerDeps
 from orchestrator.state.store import SessionStore
@@ -23,15 +24,18 @@ def _config_proto(config: dict[str, Any]) -> minmo_pb2.SessionConfig:
 
 
 class StoreSessionReader:
-    def __init__(self, store: SessionStore) -> None:
+    def __init__(self, store: SessionStore, routing: SessionRouting | None = None) -> None:
         self.store = store
+        self.routing = routing  # with routing, a deleted session's pod pins go too
 
     async def get(self, session_id: str) -> minmo_pb2.Session:
         return await self.store.session_proto(session_id, _config_proto, tenant=current_tenant())
 
     async def delete(self, session_id: str) -> None:
         await self.store.delete(session_id, tenant=current_tenant())
+        if self.routing is not None:
+            await self.routing.release(session_id)
 
 
 def build_session_reader(deps: ServerDeps) -> StoreSessionReader:
-    return StoreSessionReader(SessionStore(deps.redis))
+    return StoreSessionReader(SessionStore(deps.redis), deps.routing)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from orchestrator.stages.ids import new_stream_id
-from orchestrator.triton.client import TritonModels
+from orchestrator.triton.routed import ModelCalls
 
 AppendSpeech = Callable[[np.ndarray], Awaitable[np.ndarray]]
 
@@ -29,7 +29,7 @@ class ListenStep:
 
 
 class ListenPath:
-    def __init__(self, models: TritonModels, append_speech: AppendSpeech) -> None:
+    def __init__(self, models: ModelCalls, append_speech: AppendSpeech) -> None:
         self._models = models
         self.append_speech = append_speech
         self.encoder_id = new_stream_id()

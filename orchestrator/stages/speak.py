@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from orchestrator.stages.ids import new_stream_id
-from orchestrator.triton.client import ModelStream, TritonModels
+from orchestrator.triton.client import ModelStream
 from orchestrator.triton.errors import TritonStageError
+from orchestrator.triton.routed import ModelCalls
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ def triton_failure(group: BaseExceptionGroup) -> TritonStageError | None:
 class SpeakPath:
     def __init__(
         self,
-        models: TritonModels,
+        models: ModelCalls,
         backbone_id: int,
         *,
         prompt_ids: list[int],

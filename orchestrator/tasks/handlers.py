@@ -1,8 +1,13 @@
-"""The gRPC side of Transcribe and Synthesize: protobuf in, the task objects, protobuf out."""
+"""The gRPC side of Transcribe and Synthesize: protobuf in, the task objects, protobuf out.
+
+With routing (``--triton-pool``) each call gets its own task objects on the pods pinned for that call
+(``SessionRouting.task_models``), released when the call ends; without, one shared object per task.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import numpy as np
@@ -10,9 +15,11 @@ from minmo.v1 import minmo_pb2 as pb
 
 from orchestrator.audio import AudioFormatError, InputAudioDecoder, encode_pcm16_24k
 from orchestrator.errors import InvalidArgument
+from orchestrator.routing.sessions import SessionRouting
 from orchestrator.tasks.prompts import TaskInputError
 from orchestrator.tasks.synthesize import Synthesizer
 from orchestrator.tasks.transcribe import Transcriber
+from services.backbone.tokenizer import Tokenizer
 
 _TASKS = {
     pb.TRANSCRIBE_TASK_UNSPECIFIED: "ASR",
@@ -23,7 +30,7 @@ _TASKS = {
 
 
 class TranscribeService:
-    def __init__(self, transcriber: Transcriber) -> None:
+    def __init__(self, transcriber: Transcriber | RoutedTranscriber) -> None:
         self.transcriber = transcriber
 
     async def transcribe(
@@ -57,7 +64,7 @@ class TranscribeService:
 
 
 class SynthesizeService:
-    def __init__(self, synthesizer: Synthesizer) -> None:
+    def __init__(self, synthesizer: Synthesizer | RoutedSynthesizer) -> None:
         self.synthesizer = synthesizer
 
     async def synthesize(self, request: pb.SynthesizeRequest, context: Any) -> AsyncIterator[pb.SynthesizeResponse]:
@@ -71,9 +78,47 @@ class SynthesizeService:
             raise InvalidArgument(str(exc)) from exc
 
 
+class RoutedTranscriber:
+    """``Transcriber.transcribe`` on the least-loaded pods, pinned for the call."""
+
+    def __init__(self, routing: SessionRouting, tokenizer: Tokenizer | None) -> None:
+        self._routing = routing
+        self._tokenizer = tokenizer
+
+    async def transcribe(
+        self, audio: AsyncIterator[np.ndarray], task: str, target_language: str = ""
+    ) -> AsyncGenerator[str, None]:
+        async with self._routing.task_models() as models:
+            deltas = Transcriber(models, self._tokenizer).transcribe(audio, task, target_language)
+            async with contextlib.aclosing(deltas):  # ends the Triton streams before the pin goes
+                async for delta in deltas:
+                    yield delta
+
+
+class RoutedSynthesizer:
+    """``Synthesizer.synthesize`` on the least-loaded pods, pinned for the call."""
+
+    def __init__(self, routing: SessionRouting, tokenizer: Tokenizer | None) -> None:
+        self._routing = routing
+        self._tokenizer = tokenizer
+
+    async def synthesize(
+        self, text: str, instruction: str, voice_prompt: bytes | None
+    ) -> AsyncGenerator[np.ndarray, None]:
+        async with self._routing.task_models() as models:
+            chunks = Synthesizer(models, self._tokenizer).synthesize(text, instruction, voice_prompt)
+            async with contextlib.aclosing(chunks):
+                async for chunk in chunks:
+                    yield chunk
+
+
 def build_transcribe_handler(deps: Any) -> TranscribeService:
-    return TranscribeService(Transcriber(deps.triton))
+    if deps.routing is not None:
+        return TranscribeService(RoutedTranscriber(deps.routing, deps.tokenizer))
+    return TranscribeService(Transcriber(deps.triton, deps.tokenizer))
 
 
 def build_synthesize_handler(deps: Any) -> SynthesizeService:
-    return SynthesizeService(Synthesizer(deps.triton))
+    if deps.routing is not None:
+        return SynthesizeService(RoutedSynthesizer(deps.routing, deps.tokenizer))
+    return SynthesizeService(Synthesizer(deps.triton, deps.tokenizer))

@@ -8,7 +8,8 @@ from typing import TypeVar
 
 import numpy as np
 
-from orchestrator.triton.client import ModelStream, TritonModels
+from orchestrator.triton.client import ModelStream
+from orchestrator.triton.routed import ModelCalls
 
 T = TypeVar("T")
 
@@ -31,7 +32,7 @@ async def drain(responses: AsyncIterator[dict[str, np.ndarray]]) -> list[dict[st
         return [item async for item in items]
 
 
-async def end_backbone_session(models: TritonModels, stream: ModelStream, session_id: int) -> None:
+async def end_backbone_session(models: ModelCalls, stream: ModelStream, session_id: int) -> None:
     """Send END for a backbone session (its state is kept on cancellation, so it must be ended explicitly).
 
     A request cut off midway cancelled its gRPC stream; requests of one Triton stream run in order,

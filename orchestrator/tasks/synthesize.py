@@ -34,8 +34,9 @@ from orchestrator.stages.ids import new_stream_id
 from orchestrator.tasks.prompts import check_synthesis_text, text_segments
 from orchestrator.tasks.streams import closing, drain, end_backbone_session
 from orchestrator.tasks.voice import SpeakerEmbedder, decode_voice_prompt, smoke_speaker_embedding
-from orchestrator.triton.client import ModelStream, TritonModels
+from orchestrator.triton.client import ModelStream
 from orchestrator.triton.errors import TritonStageError
+from orchestrator.triton.routed import ModelCalls
 from services.backbone import ChatPrompt, SmokeByteTokenizer, Tokenizer
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ class _Streams:
 class Synthesizer:
     def __init__(
         self,
-        models: TritonModels,
+        models: ModelCalls,
         tokenizer: Tokenizer | None = None,
         config: SynthesizeConfig | None = None,
         speaker_embedding: SpeakerEmbedder = smoke_speaker_embedding,

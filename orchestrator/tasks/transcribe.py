@@ -24,8 +24,9 @@ from orchestrator.audio import MODEL_RATE
 from orchestrator.stages.ids import new_stream_id
 from orchestrator.tasks.prompts import TaskInputError, transcribe_spec
 from orchestrator.tasks.streams import closing, drain, end_backbone_session
-from orchestrator.triton.client import ModelStream, TritonModels
+from orchestrator.triton.client import ModelStream
 from orchestrator.triton.errors import TritonStageError
+from orchestrator.triton.routed import ModelCalls
 from services.backbone import ChatPrompt, SmokeByteTokenizer, Tokenizer
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ class _Streams:
 
 class Transcriber:
     def __init__(
-        self, models: TritonModels, tokenizer: Tokenizer | None = None, config: TranscribeConfig | None = None
+        self, models: ModelCalls, tokenizer: Tokenizer | None = None, config: TranscribeConfig | None = None
     ) -> None:
         self._models = models
         self._tokenizer = tokenizer or SmokeByteTokenizer()

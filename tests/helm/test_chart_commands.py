@@ -15,7 +15,8 @@ import helm_python as helm
 import pytest
 
 from orchestrator import cli
-from tests.helm.chart_render import load_values, render, variant_files
+from orchestrator.routing.pools import check_pools
+from tests.helm.chart_render import NAMESPACE, Rendered, load_values, render, variant_files
 
 VARIANTS = variant_files()
 IDS = [path.name.removesuffix("-values.yaml") for path in VARIANTS]
@@ -40,6 +41,38 @@ def parse_with_minmo(args: list[str], monkeypatch: pytest.MonkeyPatch) -> argpar
     return parsed[0]
 
 
+def assert_routes_to_the_rendered_pools(rendered: Rendered, parsed: argparse.Namespace) -> None:
+    """Every model in one pool; each pool's Service is the headless one of its Deployment, port named grpc
+    (the router lists that Service's EndpointSlices and dials each ready pod on the `grpc` port)."""
+    assert parsed.triton is None, "with pools, --triton is refused"
+    check_pools(parsed.triton_pools)
+    assert parsed.namespace == NAMESPACE
+    deployments = {o["metadata"]["name"] for o in rendered.of_kind("Deployment")}
+    for pool in parsed.triton_pools:
+        assert pool.service in deployments
+        service = rendered.find("Service", pool.service)
+        assert service["spec"]["clusterIP"] == "None"
+        assert "grpc" in {port["name"] for port in service["spec"]["ports"]}
+        assert rendered.find("Deployment", pool.service)["metadata"]["annotations"]["minmo-serve/models"] == ",".join(
+            pool.models
+        )
+
+
+def assert_tokenizer_matches_the_weights(rendered: Rendered, parsed: argparse.Namespace, values: dict) -> None:
+    """``--tokenizer`` only with real weights, and then the weights volume is mounted where it points."""
+    spec = rendered.find("Deployment", "minmo-serve-orchestrator")["spec"]["template"]["spec"]
+    mounts = {m["mountPath"]: m for m in spec["containers"][0]["volumeMounts"]}
+    if not values.get("orchestrator", {}).get("tokenizer", {}).get("fromWeights", False):
+        assert parsed.tokenizer_dir is None and "/weights" not in mounts
+        return
+    assert parsed.tokenizer_dir == Path("/weights/backbone")
+    assert mounts["/weights"]["readOnly"] is True
+    (volume,) = [v for v in spec["volumes"] if v["name"] == mounts["/weights"]["name"]]
+    pool_spec = rendered.find("Deployment", parsed.triton_pools[0].service)["spec"]["template"]["spec"]
+    (pool_weights,) = [v for v in pool_spec["volumes"] if v["name"] == "weights"]
+    assert volume["persistentVolumeClaim"] == pool_weights["persistentVolumeClaim"], "the pools' weights"
+
+
 @pytest.mark.parametrize("variant", VARIANTS, ids=IDS)
 def test_chart_commands_parse_with_the_minmo_cli(
     chart: helm.Chart, variant: Path, monkeypatch: pytest.MonkeyPatch
@@ -49,6 +82,8 @@ def test_chart_commands_parse_with_the_minmo_cli(
     parsed = parse_with_minmo(serve["args"], monkeypatch)
     assert parsed.port == 50051 and parsed.metrics_port == 9464
     assert parsed.auth == load_values(variant).get("auth", {}).get("mode", "api-keys")
+    assert_routes_to_the_rendered_pools(rendered, parsed)
+    assert_tokenizer_matches_the_weights(rendered, parsed, load_values(variant))
     autoscalers = [o for o in rendered.of_kind("Deployment") if o["metadata"]["name"] == "minmo-serve-autoscaler"]
     for autoscaler in autoscalers:
         args = autoscaler["spec"]["template"]["spec"]["containers"][0]["args"]

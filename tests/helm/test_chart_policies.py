@@ -79,10 +79,13 @@ def test_only_triton_keeps_a_writable_root_filesystem(variant_objects: list[dict
                 assert container["securityContext"]["readOnlyRootFilesystem"] is True, where
 
 
-def test_only_the_autoscaler_gets_a_kubernetes_api_token(variant_objects: list[dict]) -> None:
+def test_only_the_components_that_call_the_kubernetes_api_get_a_token(variant_objects: list[dict]) -> None:
+    """The autoscaler (Lease, scale) and the orchestrator (the pools' EndpointSlices); Triton and Redis not."""
     for where, spec in pod_specs(variant_objects):
-        wants_token = spec["containers"][0]["name"] == "autoscaler"
+        wants_token = spec["containers"][0]["name"] in {"autoscaler", "orchestrator"}
         assert spec["automountServiceAccountToken"] is wants_token, where
+        if wants_token:
+            assert spec["serviceAccountName"] == f"minmo-serve-{spec['containers'][0]['name']}", where
 
 
 def test_every_container_has_cpu_and_memory_requests_and_limits(variant_objects: list[dict]) -> None:
@@ -126,21 +129,52 @@ CLIENT_CALLS = {
     "patch_namespaced_deployment_scale": ("apps", "deployments/scale", "patch"),
     "list_namespaced_pod": ("", "pods", "list"),
     "patch_namespaced_pod": ("", "pods", "patch"),
+    "list_namespaced_endpoint_slice": ("discovery.k8s.io", "endpointslices", "list"),
 }
 AUTOSCALER_CODE = REPO_ROOT / "orchestrator" / "autoscaler"
+ROUTING_CODE = REPO_ROOT / "orchestrator" / "routing"
 # Namespaced kubernetes-client methods, called or passed (a watch passes the list method uncalled).
 KUBE_CALL = r"\.((?:read|list|create|replace|patch|delete)_(?:namespaced_\w+|\w+_for_all_namespaces))\b"
 
 
-def permissions_the_autoscaler_code_uses() -> set[tuple[str, str, str]]:
-    called = {match for source in AUTOSCALER_CODE.glob("*.py") for match in re.findall(KUBE_CALL, source.read_text())}
+def permissions_the_code_uses(code: Path = AUTOSCALER_CODE) -> set[tuple[str, str, str]]:
+    called = {match for source in code.glob("*.py") for match in re.findall(KUBE_CALL, source.read_text())}
     unknown = called - CLIENT_CALLS.keys()
-    assert not unknown, f"the autoscaler calls {sorted(unknown)}: map them in CLIENT_CALLS and grant them"
+    assert not unknown, f"{code} calls {sorted(unknown)}: map them in CLIENT_CALLS and grant them"
     return {CLIENT_CALLS[call] for call in called}
 
 
+def granted_by(role: dict) -> set[tuple[str, str, str]]:
+    granted = set()
+    for rule in role["rules"]:
+        for field in ("apiGroups", "resources", "verbs", "resourceNames"):
+            assert "*" not in rule.get(field, []), f"wildcard in {rule}"
+        granted |= {(g, r, v) for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
+    return granted
+
+
+def assert_bound_to_its_service_account(variant_objects: list[dict], name: str) -> None:
+    (binding,) = [o for o in variant_objects if o["kind"] == "RoleBinding" and o["metadata"]["name"] == name]
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": name, "namespace": "voice"}]
+
+
+def test_orchestrator_rbac_grants_exactly_the_calls_the_router_makes(variant_objects: list[dict]) -> None:
+    roles = [o for o in variant_objects if o["kind"] == "Role" and o["metadata"]["name"] == "minmo-serve-orchestrator"]
+    (role,) = roles
+    assert (
+        granted_by(role) == permissions_the_code_uses(ROUTING_CODE) == {("discovery.k8s.io", "endpointslices", "list")}
+    )
+    assert_bound_to_its_service_account(variant_objects, "minmo-serve-orchestrator")
+    assert not [o for o in variant_objects if o["kind"] in {"ClusterRole", "ClusterRoleBinding"}]
+
+
 def test_autoscaler_rbac_grants_exactly_the_calls_its_code_makes(variant_objects: list[dict]) -> None:
-    roles = [o for o in variant_objects if o["kind"] in {"Role", "ClusterRole"}]
+    roles = [
+        o
+        for o in variant_objects
+        if o["kind"] in {"Role", "ClusterRole"} and o["metadata"]["name"] != "minmo-serve-orchestrator"
+    ]
     pools = sorted(
         o["metadata"]["name"]
         for o in variant_objects
@@ -151,23 +185,12 @@ def test_autoscaler_rbac_grants_exactly_the_calls_its_code_makes(variant_objects
         return
     (role,) = roles
     assert role["kind"] == "Role", "the autoscaler needs no cluster-wide rights"
-    granted = set()
-    for rule in role["rules"]:
-        for field in ("apiGroups", "resources", "verbs", "resourceNames"):
-            assert "*" not in rule.get(field, []), f"wildcard in {rule}"
-        granted |= {(g, r, v) for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
-    assert granted == permissions_the_autoscaler_code_uses()
+    assert granted_by(role) == permissions_the_code_uses(AUTOSCALER_CODE)
     # Names wherever Kubernetes can check them: its own Lease, this release's pools.
     by_resource = {(rule["resources"][0], tuple(rule["verbs"])): rule for rule in role["rules"]}
     assert by_resource[("leases", ("get", "update"))]["resourceNames"] == ["minmo-serve-autoscaler"]
     assert sorted(by_resource[("deployments/scale", ("get", "patch"))]["resourceNames"]) == pools
-    (binding,) = [o for o in variant_objects if o["kind"] == "RoleBinding"]
-    assert binding["roleRef"] == {
-        "apiGroup": "rbac.authorization.k8s.io",
-        "kind": "Role",
-        "name": role["metadata"]["name"],
-    }
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "minmo-serve-autoscaler", "namespace": "voice"}]
+    assert_bound_to_its_service_account(variant_objects, "minmo-serve-autoscaler")
 
 
 def test_network_policies_let_only_the_orchestrator_reach_triton_grpc(variant_objects: list[dict]) -> None:

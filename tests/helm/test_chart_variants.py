@@ -65,7 +65,12 @@ def test_multi_pool_splits_the_models_and_scopes_scaling_rights_to_the_three_poo
         ("speak", "minmo-serve-triton-speak", 6, 16),
     ]
     assert dict(config.pools[1].slo.stage_p95_seconds) == {"backbone_prefill": 0.25, "first_token": 0.4}
-    assert "--triton=minmo-serve-triton-backbone:8001" in orchestrator_args(rendered)
+    pools = [a for a in orchestrator_args(rendered) if a.startswith("--triton-pool=")]
+    assert pools == [
+        "--triton-pool=listen=encoder,duplex@k8s:minmo-serve-triton-listen",
+        "--triton-pool=backbone=backbone@k8s:minmo-serve-triton-backbone",
+        "--triton-pool=speak=speech_lm,vocoder@k8s:minmo-serve-triton-speak",
+    ]
 
 
 def test_hpa_mode_scales_each_pool_on_queue_time_fast_up_slow_down_and_drops_the_autoscaler(chart: helm.Chart) -> None:

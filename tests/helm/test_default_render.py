@@ -23,6 +23,9 @@ EXPECTED_OBJECTS = {
     "Service/minmo-serve-orchestrator",
     "PodDisruptionBudget/minmo-serve-orchestrator",
     "NetworkPolicy/minmo-serve-orchestrator",
+    "ServiceAccount/minmo-serve-orchestrator",
+    "Role/minmo-serve-orchestrator",
+    "RoleBinding/minmo-serve-orchestrator",
     "Secret/minmo-serve-api-keys",
     "Deployment/minmo-serve-triton-all",
     "Service/minmo-serve-triton-all",
@@ -86,10 +89,13 @@ def test_the_orchestrator_runs_serve_with_auth_redis_and_the_pool(default: Rende
     container = default.find("Deployment", "minmo-serve-orchestrator")["spec"]["template"]["spec"]["containers"][0]
     args = container["args"]
     assert args[0] == "serve"
+    assert not [a for a in args if a.startswith("--triton=")], "sessions are routed to pool pods, not one address"
+    assert not [a for a in args if a.startswith("--tokenizer")], "the default weights are the smoke weights"
     for expected in (
         "--port=50051",
         "--metrics-port=9464",
-        "--triton=minmo-serve-triton-all:8001",
+        "--triton-pool=all=encoder,backbone,duplex,speech_lm,vocoder@k8s:minmo-serve-triton-all",
+        "--namespace=voice",
         "--redis=redis://minmo-serve-redis:6379/0",
         "--redis-password-file=/etc/minmo/redis/password",
         "--auth=api-keys",

@@ -52,11 +52,6 @@ minmo-serve/pool: {{ . }}
 {{- define "minmo.redis.fullname" -}}{{ include "minmo.fullname" . }}-redis{{- end -}}
 {{- define "minmo.pool.fullname" -}}{{ include "minmo.fullname" .ctx }}-triton-{{ .pool }}{{- end -}}
 
-{{/* The pool `--triton` points at: orchestrator.tritonPool, else the first pool. */}}
-{{- define "minmo.orchestrator.tritonPool" -}}
-{{- $first := index .Values.tritonPools 0 -}}
-{{- default $first.name .Values.orchestrator.tritonPool -}}
-{{- end -}}
 
 {{/* Redis: the URL the components connect to (never with the password in it) and its password Secret. */}}
 {{- define "minmo.redis.url" -}}
@@ -159,9 +154,6 @@ seccompProfile:
 {{- if not (has . $served) -}}
 {{- fail (printf "tritonPools: no pool serves the model %q; every one of encoder, backbone, duplex, speech_lm, vocoder needs a pool" .) -}}
 {{- end -}}
-{{- end -}}
-{{- if and .Values.orchestrator.tritonPool (not (has .Values.orchestrator.tritonPool $names)) -}}
-{{- fail (printf "orchestrator.tritonPool %q is not the name of a pool in tritonPools" .Values.orchestrator.tritonPool) -}}
 {{- end -}}
 {{- end -}}
 
