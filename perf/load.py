@@ -95,9 +95,14 @@ async def _sample_rss(process: psutil.Process, peak: list[int], stop: asyncio.Ev
         await asyncio.sleep(0.25)
 
 
+def rounds(args: argparse.Namespace, n: int) -> int:
+    """Enough rounds that every level has at least ``--min-conversations`` samples (N=1 needs the most)."""
+    return max(args.rounds, -(-args.min_conversations // n))
+
+
 async def orchestrated(args: argparse.Namespace, n: int, clips: Clips) -> list[ConversationResult]:
     results: list[ConversationResult] = []
-    for _ in range(args.rounds):
+    for _ in range(rounds(args, n)):
         results += await asyncio.gather(*(converse_conversation(args.server, clips) for _ in range(n)))
     return results
 
@@ -105,7 +110,7 @@ async def orchestrated(args: argparse.Namespace, n: int, clips: Clips) -> list[C
 async def direct(args: argparse.Namespace, n: int, clips: Clips) -> list[TurnResult]:
     clip = np.concatenate([clips.question, np.zeros(int(DIRECT_TAIL_S * RATE), np.float32)])
     turns: list[TurnResult] = []
-    for _ in range(args.rounds):
+    for _ in range(rounds(args, n)):
         turns += await asyncio.gather(*(direct_turn(args.triton, clip, len(clips.question)) for _ in range(n)))
     return turns
 
@@ -260,7 +265,7 @@ async def sweep(args: argparse.Namespace, process: psutil.Process | None) -> dic
             "conversation": "question, pause, answer; barge-in 1.5 s into the answer; pause; second answer",
             "question_s": (len(clips.question) / RATE) - LEAD_S,
             "barge_in_s": len(clips.barge_in) / RATE,
-            "rounds": args.rounds,
+            "conversations_per_level": {str(n): rounds(args, n) * n for n in args.sessions},
         },
         "machine": {"cpus": psutil.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30)},
         "levels": levels,
@@ -280,12 +285,17 @@ def main(argv: list[str] | None = None) -> int:
         default=list(DEFAULT_LEVELS),
         help="levels of N to sweep, in order (stops after the first that is not real time)",
     )
-    parser.add_argument("--rounds", type=int, default=2, help="rounds of N concurrent conversations per level")
+    parser.add_argument("--rounds", type=int, default=2, help="least rounds of N conversations per level")
+    parser.add_argument(
+        "--min-conversations", type=int, default=8, help="more rounds at small N until a level has this many samples"
+    )
     parser.add_argument("--out", type=Path, default=Path("out/perf/load"))
     parser.add_argument("--trace-file", type=Path, help="span file of the run (default: OUT/traces.jsonl)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     args.trace_file = args.trace_file or args.out / "traces.jsonl"
+    # SIGTERM unwinds like Ctrl-C, so the run's own orchestrator and Redis are stopped on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with own_redis(args), own_orchestrator(args) as process:
         result = asyncio.run(sweep(args, process))
     (args.out / "load.json").write_text(json.dumps(result, indent=2))

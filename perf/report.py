@@ -147,6 +147,7 @@ def plots(result: dict[str, Any], out: Path) -> None:
     ax.plot(ns, [lv["direct"]["ttfa_ms"]["p50"] or np.nan for lv in levels], "k--", marker="x", label="direct p50")
     ax.set(title="time to first audio vs N", xlabel="concurrent sessions N", ylabel="ms", xscale="log", xticks=ns)
     ax.set_xticklabels([str(n) for n in ns])
+    ax.minorticks_off()
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "ttfa_vs_n.png", dpi=100)

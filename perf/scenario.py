@@ -91,12 +91,13 @@ async def direct_turn(triton: str, clip: np.ndarray, speech_end: int) -> TurnRes
     result = TurnResult(end_of_speech=started + speech_end / RATE)
     try:
         for offset in range(0, len(clip), CHUNK):
+            # A chunk exists only once its 100 ms have been spoken: sent at the end of its interval, as a client does.
+            await asyncio.sleep(max(0.0, started + (offset + CHUNK) / RATE - time.perf_counter()))
             step = await listen.push(clip[offset : offset + CHUNK], speaking=False, end=offset + CHUNK >= len(clip))
             embeddings.append(step.embeddings)
             voiced = offset + CHUNK > int(LEAD_S * RATE)
             if voiced and Decision.RESPOND_NOW in [gate.step(torch.tensor(p), speaking=False) for p in step.probs]:
                 break
-            await asyncio.sleep(max(0.0, started + (offset + CHUNK) / RATE - time.perf_counter()))
         await listen.close()
         speak = SpeakPath(
             models,

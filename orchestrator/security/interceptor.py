@@ -19,6 +19,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
+from orchestrator.grpc_handlers import Behavior, rebuild_handler
 from orchestrator.observability import metrics
 from orchestrator.security.tenant import set_tenant
 from orchestrator.security.verifiers import AuthenticationFailed, Verifier
@@ -27,8 +28,6 @@ logger = logging.getLogger(__name__)
 
 OPEN_METHOD_PREFIXES = ("/grpc.health.v1.Health/",)
 HOW_TO_AUTHENTICATE = "send gRPC metadata `authorization: Bearer <token>` (an API key or a JWT)"
-
-Behavior = Callable[[Any, grpc.aio.ServicerContext], Any]
 
 
 def authenticate(verifier: Verifier, metadata: Sequence[tuple[str, str | bytes]] | None) -> str:
@@ -70,18 +69,6 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         return _with_tenant(handler, tenant)
 
 
-def _rebuild(handler: grpc.RpcMethodHandler, wrap: Callable[[Behavior, bool], Behavior]) -> grpc.RpcMethodHandler:
-    """The same handler kind and codecs around ``wrap(behavior, streams_responses)``."""
-    codecs = {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}
-    if handler.unary_unary is not None:
-        return grpc.unary_unary_rpc_method_handler(wrap(handler.unary_unary, False), **codecs)
-    if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(wrap(handler.unary_stream, True), **codecs)
-    if handler.stream_unary is not None:
-        return grpc.stream_unary_rpc_method_handler(wrap(handler.stream_unary, False), **codecs)
-    return grpc.stream_stream_rpc_method_handler(wrap(handler.stream_stream, True), **codecs)
-
-
 def _refusing(handler: grpc.RpcMethodHandler, reason: str) -> grpc.RpcMethodHandler:
     def wrap(_: Behavior, streams: bool) -> Behavior:
         if streams:
@@ -97,7 +84,7 @@ def _refusing(handler: grpc.RpcMethodHandler, reason: str) -> grpc.RpcMethodHand
 
         return refuse
 
-    return _rebuild(handler, wrap)
+    return rebuild_handler(handler, wrap)
 
 
 def _with_tenant(handler: grpc.RpcMethodHandler, tenant: str) -> grpc.RpcMethodHandler:
@@ -121,4 +108,4 @@ def _with_tenant(handler: grpc.RpcMethodHandler, tenant: str) -> grpc.RpcMethodH
             return call
         raise TypeError(f"{behavior!r} is synchronous: the auth interceptor serves grpc.aio handlers only")
 
-    return _rebuild(handler, wrap)
+    return rebuild_handler(handler, wrap)

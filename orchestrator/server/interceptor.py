@@ -17,11 +17,10 @@ import grpc
 import grpc.aio
 
 from orchestrator.errors import as_domain_error
+from orchestrator.grpc_handlers import Behavior, rebuild_handler
 from orchestrator.observability import metrics
 
 logger = logging.getLogger(__name__)
-
-Behavior = Callable[[Any, grpc.aio.ServicerContext], Any]
 
 
 class DomainErrorInterceptor(grpc.aio.ServerInterceptor):
@@ -40,14 +39,7 @@ class DomainErrorInterceptor(grpc.aio.ServerInterceptor):
 
 def wrap_handler(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
     """The same handler with its behaviour guarded; the serializers are kept."""
-    codecs = {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}
-    if handler.unary_unary is not None:
-        return grpc.unary_unary_rpc_method_handler(_guard(handler.unary_unary, method), **codecs)
-    if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(_guard(handler.unary_stream, method), **codecs)
-    if handler.stream_unary is not None:
-        return grpc.stream_unary_rpc_method_handler(_guard(handler.stream_unary, method), **codecs)
-    return grpc.stream_stream_rpc_method_handler(_guard(handler.stream_stream, method), **codecs)
+    return rebuild_handler(handler, lambda behavior, _streams: _guard(behavior, method))
 
 
 def _guard(behavior: Behavior, method: str) -> Behavior:

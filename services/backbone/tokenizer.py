@@ -42,17 +42,10 @@ class Tokenizer(Protocol):
         ...
 
 
-class SmokeByteTokenizer:
-    """UTF-8 bytes as ids 0-255, specials from 256 on."""
+class SpecialTokenLookup:
+    """The special-token half of :class:`Tokenizer`, shared by the smoke and the real tokenizer."""
 
-    _SPECIALS = (ENDOFTEXT, IM_START, IM_END, AUDIO_BOS, AUDIO_EOS)
-
-    def __init__(self) -> None:
-        self._specials = MappingProxyType({name: 256 + i for i, name in enumerate(self._SPECIALS)})
-
-    @property
-    def vocab_size(self) -> int:
-        return 256 + len(self._SPECIALS)
+    _specials: Mapping[str, int]
 
     @property
     def eos_id(self) -> int:
@@ -67,6 +60,19 @@ class SmokeByteTokenizer:
             return self._specials[name]
         except KeyError:
             raise KeyError(f"no special token {name!r}; known: {', '.join(self._specials)}") from None
+
+
+class SmokeByteTokenizer(SpecialTokenLookup):
+    """UTF-8 bytes as ids 0-255, specials from 256 on."""
+
+    _SPECIALS = (ENDOFTEXT, IM_START, IM_END, AUDIO_BOS, AUDIO_EOS)
+
+    def __init__(self) -> None:
+        self._specials = MappingProxyType({name: 256 + i for i, name in enumerate(self._SPECIALS)})
+
+    @property
+    def vocab_size(self) -> int:
+        return 256 + len(self._SPECIALS)
 
     def encode(self, text: str) -> list[int]:
         return list(text.encode("utf-8"))

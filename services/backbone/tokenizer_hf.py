@@ -7,20 +7,29 @@ the smoke byte tokenizer otherwise, so serving code picks the right one from the
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from types import MappingProxyType
 
 from tokenizers import Tokenizer as HFTokenizerModel
 
-from services.backbone.tokenizer import AUDIO_BOS, AUDIO_EOS, ENDOFTEXT, IM_END, IM_START, SmokeByteTokenizer, Tokenizer
+from services.backbone.tokenizer import (
+    AUDIO_BOS,
+    AUDIO_EOS,
+    ENDOFTEXT,
+    IM_END,
+    IM_START,
+    SmokeByteTokenizer,
+    SpecialTokenLookup,
+    Tokenizer,
+)
 
 TOKENIZER_FILE = "tokenizer.json"
 # What ChatPrompt and generation need; a tokenizer.json without one of them cannot serve MinMo.
 REQUIRED_SPECIALS = (ENDOFTEXT, IM_START, IM_END, AUDIO_BOS, AUDIO_EOS)
 
 
-class HFTokenizer:
+class HFTokenizer(SpecialTokenLookup):
     """A ``tokenizer.json`` (byte-level BPE for Qwen2.5) behind the serving :class:`Tokenizer` Protocol."""
 
     def __init__(self, path: Path) -> None:
@@ -40,20 +49,6 @@ class HFTokenizer:
     @property
     def vocab_size(self) -> int:
         return self._vocab_size
-
-    @property
-    def eos_id(self) -> int:
-        return self._specials[IM_END]
-
-    @property
-    def special_tokens(self) -> Mapping[str, int]:
-        return self._specials
-
-    def special_token_id(self, name: str) -> int:
-        try:
-            return self._specials[name]
-        except KeyError:
-            raise KeyError(f"no special token {name!r}; known: {', '.join(self._specials)}") from None
 
     def encode(self, text: str) -> list[int]:
         return list(self._tok.encode(text, add_special_tokens=False).ids)
