@@ -16,6 +16,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import psutil
+
 from orchestrator.devstack.orchestrator_process import start_orchestrator, wait_until_serving
 from orchestrator.devstack.redis_service import ensure_redis
 from orchestrator.devstack.triton_launcher import (
@@ -120,18 +122,37 @@ def down() -> list[str]:
     return stopped
 
 
-def _terminate_group(pid: int, timeout: float = 30.0) -> None:
-    """Stop the process group: Triton's Python backend stubs are children that must go too."""
+def _terminate_group(pid: int, timeout: float = 30.0, stragglers_grace: float = 3.0) -> None:
+    """Stop the process group: Triton's Python backend stubs are children that must go too.
+
+    A stub can outlive its server (seen: a speech_lm stub still running 20 minutes after tritonserver
+    exited on SIGTERM), holding its model's memory and the stub binary the next ``up`` copies. So once
+    the leader is gone, whatever is left of the group gets a short grace, then SIGKILL.
+    """
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
         return
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            return
+    while time.monotonic() < deadline and _alive(pid):
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
         time.sleep(0.2)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
+    deadline = time.monotonic() + stragglers_grace
+    while time.monotonic() < deadline and _group_members(pid):
+        time.sleep(0.2)
+    if _alive(pid) or _group_members(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of a process group."""
+    members = []
+    for process in psutil.process_iter(["pid", "status"]):
+        try:
+            if process.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(process.pid) == pgid:
+                members.append(process.pid)
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return members

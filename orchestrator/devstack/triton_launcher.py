@@ -55,10 +55,17 @@ def prepare_backend_dir(run_dir: Path) -> Path:
     target.mkdir(parents=True, exist_ok=True)
     for source in (dist / "backends" / "python").iterdir():
         if source.is_file():
-            shutil.copy2(source, target / source.name)
-    shutil.copy2(stub, target / "triton_python_backend_stub")
+            _install(source, target / source.name)
+    _install(stub, target / "triton_python_backend_stub")
     _check_stub_links(target / "triton_python_backend_stub")
     return run_dir / "backends"
+
+
+def _install(source: Path, destination: Path) -> None:
+    """Copy beside, then rename over: a binary still executing (a stray stub) cannot be opened for writing."""
+    partial = destination.with_name(destination.name + ".partial")
+    shutil.copy2(source, partial)
+    os.replace(partial, destination)
 
 
 def _check_stub_links(stub: Path) -> None:
