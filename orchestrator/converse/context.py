@@ -92,6 +92,19 @@ class BackboneContext:
         await self.append(ids=ids, sequence_id=fork_id, fork_from=self.stream_id)
         return fork_id
 
+    async def end_assistant_turn(self, start_length: int, kept_ids: Sequence[int], *, interrupted: bool) -> None:
+        """Close the assistant turn that began at ``start_length`` (after its opening), keeping ``kept_ids``.
+
+        After a cancel, how far the speak path got is unknown (its prompt may not even be in yet), so
+        an interrupted turn is cut back to before its opening and re-appended with what was played.
+        """
+        closing = self.prompt.assistant_close()
+        if not interrupted:
+            await self.append(ids=closing)
+            return
+        opening = self.prompt.assistant_open()
+        await self.append(ids=[*opening, *kept_ids, *closing], truncate_to=start_length - len(opening))
+
     async def close_sequence(self, sequence_id: int) -> None:
         async for _ in self.stream.request({"INPUT_IDS": np.zeros(0, np.int32)}, sequence_id=sequence_id, end=True):
             pass

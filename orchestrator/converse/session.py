@@ -24,20 +24,19 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import numpy as np
 import torch
 from minmo.v1 import minmo_pb2 as pb
-from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from orchestrator.audio import AudioFormatError, InputAudioDecoder
-from orchestrator.converse import commands, events
+from orchestrator.converse import commands, events, playback
 from orchestrator.converse.context import BackboneContext, token_count_for_played
 from orchestrator.converse.settings import SessionSettings
-from orchestrator.converse.turns import Response, Turn, end_turn_trace, latencies
+from orchestrator.converse.turns import Response, Turn, end_turn_trace, latencies, start_turn_trace
 from orchestrator.converse.vad import EnergyVad
 from orchestrator.errors import InvalidArgument, ResourceExhausted
 from orchestrator.observability import metrics
-from orchestrator.observability.tracing import stage_span, tracer
+from orchestrator.observability.tracing import stage_span
 from orchestrator.stages.listen import ListenPath
-from orchestrator.stages.speak import AudioDelta, SpeakConfig, SpeakPath, TextDelta
+from orchestrator.stages.speak import SpeakConfig, SpeakPath
 from orchestrator.state.records import StoredTurn
 from orchestrator.state.store import SessionStore
 from orchestrator.triton.errors import TritonStageError
@@ -147,12 +146,8 @@ class ConverseSession:
         self.turn = None
         response = self.response
         if response is not None and not response.finished:
-            response.finished = True
-            response.speak.cancel()
-            if response.task is not None and response.task is not asyncio.current_task():
-                response.task.cancel()
+            response.abandon()
             self.emit(events.response_failed(response.id, played_ms=response.sent_ms))
-            response.span.end()
         self.response = None
 
     async def _rebuild(self) -> bool:
@@ -292,18 +287,7 @@ class ConverseSession:
         turn = self.turn
         assert turn is not None
         await self.context.append(ids=self.context.prompt.user_speech_close())
-        speech = np.concatenate(turn.embeddings).astype(np.float32)
-        await self._persist(
-            StoredTurn(
-                self.next_sequence,
-                "user",
-                "",
-                (),
-                turn.audio_ms,
-                speech_embeddings=speech.tobytes(),
-                embedding_dim=speech.shape[1],
-            )
-        )
+        await self._persist(turn.stored(self.next_sequence))
         self.emit(events.speech_stopped(self.vad.last_voiced_ms if self.vad.last_voiced_ms >= 0 else self.vad.audio_ms))
         return turn
 
@@ -344,21 +328,7 @@ class ConverseSession:
             )
             self.response = response
             self.emit(events.response_started(response.id))
-            # One trace per assistant turn, a root of its own (not a child of the long Converse call).
-            response.span = tracer().start_span(
-                "turn",
-                context=otel_context.Context(),
-                start_time=turn.started_ns,
-                attributes={"minmo.session.id": self.session_id, "minmo.turn.sequence": response.id},
-            )
-            stage_span(
-                response.span,
-                "listen",
-                turn.started_ns,
-                decided_ns,
-                audio_ms=turn.audio_ms,
-                **{f"{name}_ms": value for name, value in turn.stage_ms.items()},
-            )
+            start_turn_trace(response, self.session_id, decided_ns)
             # The task inherits the current span: the speak path's Triton calls carry its traceparent.
             with trace.use_span(response.span, end_on_exit=False):
                 response.task = self._group.create_task(self._speak(response))
@@ -366,39 +336,10 @@ class ConverseSession:
 
     async def _speak(self, response: Response) -> None:
         try:
-            async for delta in response.speak.run():
-                if isinstance(delta, TextDelta):
-                    self.emit(events.text_delta(response.id, delta.text))
-                elif isinstance(delta, AudioDelta):
-                    if response.first_audio_at is None:
-                        response.first_audio_at = time.perf_counter()
-                    elif (time.perf_counter() - response.first_audio_at) * 1000 > response.sent_ms:
-                        metrics.AUDIO_UNDERRUNS.inc()  # the client has played everything it was sent
-                    await self._pace(response)
-                    self.emit(events.audio_delta(response.id, response.sequence, delta.samples))
-                    if response.first_sent_at is None:
-                        response.first_sent_at = time.perf_counter()
-                    response.sequence += 1
-                    response.sent_samples += delta.samples.size
-            if response.first_audio_at is not None:
-                await self._pace(response, lead_ms=0)  # the response lasts until its audio has played
+            await playback.deliver(response, self.emit, self.playback_lead_ms)
             await self._finish(response, interrupted=False, played_ms=response.sent_ms)
         except TritonStageError as exc:
             self._lose(exc)
-
-    async def _pace(self, response: Response, lead_ms: int | None = None) -> None:
-        """Send audio at most ``playback_lead_ms`` ahead of real-time playback.
-
-        The client plays what it receives; pacing keeps the server's idea of what was played (and of
-        whether the assistant is still speaking, which the duplex model needs for barge-in) within
-        the lead, instead of the whole reply arriving in the first second.
-        """
-        assert response.first_audio_at is not None
-        lead = self.playback_lead_ms if lead_ms is None else lead_ms
-        elapsed_ms = (time.perf_counter() - response.first_audio_at) * 1000
-        ahead_ms = response.sent_ms - elapsed_ms
-        if ahead_ms > lead:
-            await asyncio.sleep((ahead_ms - lead) / 1000)
 
     async def _interrupt(self, played_ms: int) -> None:
         """Barge-in or client cancel: stop every Triton stream of the turn and store what was played."""
@@ -413,11 +354,7 @@ class ConverseSession:
             with contextlib.suppress(asyncio.CancelledError, TritonStageError):
                 await response.task
         await response.speak.release()
-        heard = response.sent_ms
-        if response.first_audio_at is not None and not played_ms:
-            heard = min(heard, int((time.perf_counter() - response.first_audio_at) * 1000))
-        played = min(played_ms, response.sent_ms) if played_ms else heard
-        await self._complete(response, interrupted=True, played_ms=played)
+        await self._complete(response, interrupted=True, played_ms=response.played_ms(reported_ms=played_ms))
 
     async def _finish(self, response: Response, *, interrupted: bool, played_ms: int) -> None:
         if response.finished:
@@ -429,16 +366,8 @@ class ConverseSession:
         async with self._lock:
             generated = response.speak.token_ids
             keep = token_count_for_played(played_ms, len(generated)) if interrupted else len(generated)
-            closing = self.context.prompt.assistant_close()
-            if interrupted:
-                # How far the speak path got on Triton is unknown after a cancel (its prompt may not even
-                # be in yet), so cut back to the context before the response and re-append what was played.
-                opening = self.context.prompt.assistant_open()
-                base = response.start_length - len(opening)
-                await self.context.append(ids=[*opening, *generated[:keep], *closing], truncate_to=base)
-            else:
-                await self.context.append(ids=closing)
             ids = tuple(generated[:keep])
+            await self.context.end_assistant_turn(response.start_length, ids, interrupted=interrupted)
             text = self.tokenizer.decode(list(ids))
             await self._persist(StoredTurn(response.id, "assistant", text, ids, played_ms, interrupted))
             stage_ms = latencies(response)

@@ -1,7 +1,8 @@
 """What a Converse session knows about the turn it listens to and the response it gives.
 
-Plain data plus the two read-outs of a finished response: its stage latencies (for the client's
-``response_done`` and the metrics) and its trace (one root span per assistant turn).
+Plain data plus what follows from it alone: a spoken turn as history stores it, how much of a
+response was played, a failed response abandoned, its stage latencies (for ``response_done`` and
+the metrics) and its trace (one root span per assistant turn, started and ended here).
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from orchestrator.observability.tracing import stage_span, wall_ns
+from orchestrator.observability.tracing import stage_span, tracer, wall_ns
 from orchestrator.stages.speak import SpeakPath
+from orchestrator.state.records import StoredTurn
 
 OUTPUT_RATE = 24_000
 
@@ -33,6 +36,19 @@ class Turn:
     @property
     def frames(self) -> int:
         return sum(len(rows) for rows in self.embeddings)
+
+    def stored(self, sequence: int) -> StoredTurn:
+        """The spoken user turn as history keeps it: no text, its speech embeddings (to rebuild the context)."""
+        speech = np.concatenate(self.embeddings).astype(np.float32)
+        return StoredTurn(
+            sequence,
+            "user",
+            "",
+            (),
+            self.audio_ms,
+            speech_embeddings=speech.tobytes(),
+            embedding_dim=speech.shape[1],
+        )
 
     def add(self, embeddings: np.ndarray, stage_ms: dict[str, float]) -> None:
         if len(embeddings):
@@ -62,6 +78,22 @@ class Response:
     def sent_ms(self) -> int:
         return self.sent_samples * 1000 // OUTPUT_RATE
 
+    def abandon(self) -> None:
+        """A failed response: stop its Triton streams and its task (unless it is the caller), close its trace."""
+        self.finished = True
+        self.speak.cancel()
+        if self.task is not None and self.task is not asyncio.current_task():
+            self.task.cancel()
+        self.span.end()
+
+    def played_ms(self, reported_ms: int = 0) -> int:
+        """What the client played: its report (capped at what was sent), else real time since the first audio."""
+        if reported_ms:
+            return min(reported_ms, self.sent_ms)
+        if self.first_audio_at is None:
+            return self.sent_ms
+        return min(self.sent_ms, int((time.perf_counter() - self.first_audio_at) * 1000))
+
 
 def latencies(response: Response) -> dict[str, float]:
     timings = response.speak.timings
@@ -80,6 +112,25 @@ def latencies(response: Response) -> dict[str, float]:
         "first_audio_ms": timings.first_audio_ms or 0.0,
         "end_of_speech_to_first_audio_ms": end_to_audio,
     }
+
+
+def start_turn_trace(response: Response, session_id: str, decided_ns: int) -> None:
+    """The turn's root span, a trace of its own (not a child of the long Converse call), and its ``listen`` span."""
+    turn = response.turn
+    response.span = tracer().start_span(
+        "turn",
+        context=otel_context.Context(),
+        start_time=turn.started_ns,
+        attributes={"minmo.session.id": session_id, "minmo.turn.sequence": response.id},
+    )
+    stage_span(
+        response.span,
+        "listen",
+        turn.started_ns,
+        decided_ns,
+        audio_ms=turn.audio_ms,
+        **{f"{name}_ms": value for name, value in turn.stage_ms.items()},
+    )
 
 
 def end_turn_trace(response: Response, *, interrupted: bool, played_ms: int, text_tokens: int) -> None:

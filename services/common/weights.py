@@ -8,7 +8,7 @@ mis-shaped tensor fails at load time with the key named, never at the first requ
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -58,21 +58,11 @@ def read_stage_config(directory: Path, *, stage: str) -> tuple[dict[str, Any], s
 
 def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], *, source: str) -> None:
     """Copy ``state`` into ``module``, failing with every missing, unexpected or mis-shaped key named."""
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    mis_shaped = [
-        f"{k}: file {tuple(state[k].shape)} != model {tuple(expected[k].shape)}"
-        for k in sorted(set(expected) & set(state))
-        if tuple(state[k].shape) != tuple(expected[k].shape)
-    ]
-    problems = []
-    if missing:
-        problems.append(f"missing keys: {', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}")
-    if unexpected:
-        problems.append(f"unexpected keys: {', '.join(unexpected[:10])}{' ...' if len(unexpected) > 10 else ''}")
-    if mis_shaped:
-        problems.append(f"mis-shaped tensors: {'; '.join(mis_shaped[:10])}")
+    problems = key_problems(
+        {k: tuple(v.shape) for k, v in module.state_dict().items()},
+        {k: tuple(v.shape) for k, v in state.items()},
+        lambda key, model, file: f"{key}: file {file} != model {model}",
+    )
     if problems:
         raise WeightsError(f"{source} does not fit the model config: " + " | ".join(problems))
     module.load_state_dict(state, strict=True)
@@ -96,3 +86,33 @@ def load_stage_tensors(directory: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise WeightsError(f"{path} is missing: run `make weights` (smoke) or import checkpoints (minmo)")
     return load_file(str(path))
+
+
+Shape = tuple[int, ...]
+
+
+def key_problems(
+    expected: Mapping[str, Shape], got: Mapping[str, Shape], mis_shaped: Callable[[str, Shape, Shape], str]
+) -> list[str]:
+    """Every missing, unexpected and mis-shaped key as message parts; empty when ``got`` fits ``expected``.
+
+    Shared by strict loading and the checkpoint importers; ``mis_shaped(key, expected, got)`` words a
+    shape mismatch for the caller's reader (a weights file, or a checkpoint being imported).
+    """
+    shared = sorted(set(expected) & set(got))
+    # tuple(): shapes may come as lists (safetensors headers) or torch.Size.
+    shapes = [mis_shaped(k, expected[k], got[k]) for k in shared if tuple(expected[k]) != tuple(got[k])]
+    problems = []
+    if missing := set(expected) - set(got):
+        problems.append(f"missing keys: {listed(missing)}")
+    if unexpected := set(got) - set(expected):
+        problems.append(f"unexpected keys: {listed(unexpected)}")
+    if shapes:
+        problems.append(f"mis-shaped tensors: {'; '.join(shapes[:12])}")
+    return problems
+
+
+def listed(keys: Iterable[str], limit: int = 12) -> str:
+    items = sorted(keys)
+    more = f" ... (+{len(items) - limit} more)" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more

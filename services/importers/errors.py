@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
-from services.common.weights import WeightsError
-
-Shape = tuple[int, ...]
+from services.common.weights import Shape, WeightsError, key_problems
 
 
 class CheckpointError(WeightsError):
     """A source checkpoint that cannot be imported; the message names the file, the keys and what to fix."""
-
-
-def _listed(keys: Iterable[str], limit: int = 12) -> str:
-    items = sorted(keys)
-    more = f" ... (+{len(items) - limit} more)" if len(items) > limit else ""
-    return ", ".join(items[:limit]) + more
 
 
 def check_keys(expected: Mapping[str, Shape], got: Mapping[str, Shape], *, source: str) -> None:
@@ -25,19 +17,6 @@ def check_keys(expected: Mapping[str, Shape], got: Mapping[str, Shape], *, sourc
     ``got`` holds the source keys already renamed to ours; the message shows our names, which the
     importer's docstring maps back to the checkpoint's.
     """
-    missing = set(expected) - set(got)
-    unexpected = set(got) - set(expected)
-    mis_shaped = [
-        f"{k}: expected {tuple(expected[k])}, got {tuple(got[k])}"
-        for k in sorted(set(expected) & set(got))
-        if tuple(expected[k]) != tuple(got[k])
-    ]
-    problems = []
-    if missing:
-        problems.append(f"missing keys: {_listed(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys: {_listed(unexpected)}")
-    if mis_shaped:
-        problems.append(f"mis-shaped tensors: {'; '.join(mis_shaped[:12])}")
+    problems = key_problems(expected, got, lambda key, want, have: f"{key}: expected {tuple(want)}, got {tuple(have)}")
     if problems:
         raise CheckpointError(f"{source}: " + " | ".join(problems))

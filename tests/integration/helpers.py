@@ -1,14 +1,21 @@
-"""Small helpers for the Triton integration tests."""
+"""Small helpers for the integration tests: Triton streams and errors, Redis clean-up."""
 
 from __future__ import annotations
 
 import re
 import urllib.request
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import numpy as np
+import redis.asyncio
 
+from orchestrator.state.store import SessionStore
 from orchestrator.triton.client import ModelStream
 from orchestrator.triton.errors import TritonStageError
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 def open_streams(metrics_port: int, model: str) -> float:
@@ -32,3 +39,22 @@ async def expect_invalid(awaitable: object, fragment: str) -> TritonStageError:
         assert fragment.lower() in exc.message.lower(), exc.message
         return exc
     raise AssertionError(f"expected an error mentioning {fragment!r}")
+
+
+async def delete_matching(client: redis.asyncio.Redis, pattern: str) -> None:
+    """Remove a test's keys from the shared Redis (never FLUSHALL: other runs may share it)."""
+    leftover = [key async for key in client.scan_iter(match=pattern)]
+    if leftover:
+        await client.delete(*leftover)
+
+
+@asynccontextmanager
+async def temporary_store(label: str) -> AsyncIterator[SessionStore]:
+    """A session store under a prefix of its own on the shared Redis, its keys removed afterwards."""
+    client = redis.asyncio.Redis.from_url(REDIS_URL)
+    prefix = f"test-{label}-{uuid.uuid4().hex[:8]}:"
+    try:
+        yield SessionStore(client, prefix=prefix)
+    finally:
+        await delete_matching(client, f"{prefix}*")
+        await client.aclose()

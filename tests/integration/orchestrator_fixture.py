@@ -35,6 +35,7 @@ from orchestrator.tasks.handlers import SynthesizeService, TranscribeService
 from orchestrator.tasks.synthesize import Synthesizer
 from orchestrator.tasks.transcribe import Transcriber
 from orchestrator.triton.client import TritonModels
+from tests.integration.helpers import delete_matching
 
 
 @dataclass
@@ -110,8 +111,7 @@ async def running_orchestrator(
         await models.close()
         if admission is not None:
             await admission.close()
-        async for key in client.scan_iter(match=f"{prefix}*"):
-            await client.delete(key)
+        await delete_matching(client, f"{prefix}*")
         await client.aclose()
         if metrics_server is not None:
             metrics_server.close()

@@ -4,7 +4,6 @@ authenticated client each see, on the API, on reflection and on health (which st
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,7 +11,6 @@ import grpc
 import grpc.aio
 import jwt
 import pytest
-import redis.asyncio
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -28,6 +26,7 @@ from orchestrator.server.servicer import MinMoServicer
 from orchestrator.server.sessions import StoreSessionReader
 from orchestrator.state.store import SessionStore
 from tests.integration.auth_support import token_channel, write_api_keys
+from tests.integration.helpers import temporary_store
 
 pytestmark = [pytest.mark.integration]
 
@@ -36,12 +35,8 @@ HOW = "send gRPC metadata `authorization: Bearer <token>`"
 
 @pytest.fixture
 async def store() -> AsyncIterator[SessionStore]:
-    client = redis.asyncio.Redis(host="127.0.0.1", port=6379)
-    prefix = f"test-auth-{uuid.uuid4().hex[:8]}:"
-    yield SessionStore(client, prefix=prefix)
-    async for key in client.scan_iter(match=f"{prefix}*"):
-        await client.delete(key)
-    await client.aclose()
+    async with temporary_store("auth") as sessions:
+        yield sessions
 
 
 async def start(servicer: minmo_pb2_grpc.MinMoServicer, verifier: Verifier) -> tuple[grpc.aio.Server, str]:

@@ -20,6 +20,7 @@ from orchestrator.limits.tenants import (
     TenantLimits,
     TenantLimitSettings,
 )
+from tests.integration.helpers import delete_matching
 
 pytestmark = [pytest.mark.integration]
 
@@ -30,8 +31,7 @@ async def replicas() -> AsyncIterator[tuple[redis.asyncio.Redis, redis.asyncio.R
     second = redis.asyncio.Redis(host="127.0.0.1", port=6379)
     prefix = f"test-limits-{uuid.uuid4().hex[:8]}:"
     yield first, second, prefix
-    async for key in first.scan_iter(match=f"{prefix}*"):
-        await first.delete(key)
+    await delete_matching(first, f"{prefix}*")
     await first.aclose()
     await second.aclose()
 

@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 
 from orchestrator.errors import Unavailable
 from orchestrator.routing import PodEndpoint, PodRouter, StaticEndpoints
+from tests.integration.helpers import delete_matching
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 TTL = 600
@@ -35,9 +36,7 @@ async def redis(prefix: str) -> AsyncIterator[Redis]:
     except RedisError as exc:
         pytest.fail(f"no Redis at {REDIS_URL} ({exc}): `minmo stack up` starts one")
     yield client
-    leftover = [key async for key in client.scan_iter(match=f"{prefix}*")]
-    if leftover:
-        await client.delete(*leftover)
+    await delete_matching(client, f"{prefix}*")
     await client.aclose()
 
 

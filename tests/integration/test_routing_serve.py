@@ -26,6 +26,7 @@ from services.backbone.tokenizer import AUDIO_BOS, AUDIO_EOS, SmokeByteTokenizer
 from services.backbone.tokenizer_hf import HFTokenizer
 from services.importers.synthetic.qwen2 import tiny_tokenizer
 from tests.integration.converse_client import ConverseClient
+from tests.integration.helpers import delete_matching
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -56,9 +57,7 @@ def pool() -> str:
 async def redis_client(pool: str) -> AsyncIterator[redis.asyncio.Redis]:
     client = redis.asyncio.Redis.from_url(REDIS_URL, decode_responses=True)
     yield client
-    leftover = [key async for key in client.scan_iter(match=f"{KEYS.prefix}pool:{pool}:*")]
-    if leftover:
-        await client.delete(*leftover)
+    await delete_matching(client, f"{KEYS.prefix}pool:{pool}:*")
     await client.aclose()
 
 

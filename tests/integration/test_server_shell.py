@@ -37,6 +37,7 @@ from orchestrator.server.sessions import StoreSessionReader
 from orchestrator.state.store import SessionStore
 from orchestrator.triton.client import TritonModels
 from orchestrator.triton.errors import TritonUnavailableError
+from tests.integration.helpers import delete_matching
 
 pytestmark = [pytest.mark.integration]
 
@@ -323,9 +324,7 @@ async def test_sessions_are_read_and_deleted_through_the_redis_store(serve_in_pr
         assert empty.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "session_id is empty" in empty.value.details()
     finally:
-        leftover = [key async for key in client.scan_iter(match=f"{prefix}*")]
-        if leftover:
-            await client.delete(*leftover)
+        await delete_matching(client, f"{prefix}*")
         await client.aclose()
 
 

@@ -16,6 +16,7 @@ from orchestrator.devstack.triton_launcher import free_port
 from orchestrator.errors import FailedPrecondition, NotFound, Unavailable
 from orchestrator.state import SessionNotFound, SessionStore, StoredTurn, TurnConflict, build_session_store
 from orchestrator.state.metering import metered_redis
+from tests.integration.helpers import delete_matching
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 TTL = 600
@@ -43,9 +44,7 @@ async def redis(prefix: str) -> AsyncIterator[Redis]:
     except RedisError as exc:
         pytest.fail(f"no Redis at {REDIS_URL} ({exc}): `minmo stack up` starts one")
     yield client
-    leftover = [key async for key in client.scan_iter(match=f"{prefix}*")]
-    if leftover:
-        await client.delete(*leftover)
+    await delete_matching(client, f"{prefix}*")
     await client.aclose()
 
 

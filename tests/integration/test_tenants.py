@@ -10,7 +10,6 @@ from pathlib import Path
 import grpc
 import grpc.aio
 import pytest
-import redis.asyncio
 from grpc_health.v1 import health
 from minmo.v1 import minmo_pb2 as pb
 from minmo.v1 import minmo_pb2_grpc
@@ -23,6 +22,7 @@ from orchestrator.server.sessions import StoreSessionReader
 from orchestrator.state.store import SessionStore
 from tests.integration.auth_support import token_channel, write_api_keys
 from tests.integration.converse_client import ConverseClient
+from tests.integration.helpers import temporary_store
 from tests.integration.orchestrator_fixture import running_orchestrator
 
 pytestmark = [pytest.mark.integration]
@@ -103,12 +103,8 @@ async def test_a_tenant_cannot_read_delete_or_resume_another_tenants_session(
 
 @pytest.fixture
 async def store() -> AsyncIterator[SessionStore]:
-    client = redis.asyncio.Redis(host="127.0.0.1", port=6379)
-    prefix = f"test-tenants-{uuid.uuid4().hex[:8]}:"
-    yield SessionStore(client, prefix=prefix)
-    async for key in client.scan_iter(match=f"{prefix}*"):
-        await client.delete(key)
-    await client.aclose()
+    async with temporary_store("tenants") as sessions:
+        yield sessions
 
 
 async def test_sessions_stored_before_tenants_belong_to_the_default_tenant(store: SessionStore, tmp_path: Path) -> None:
