@@ -373,13 +373,14 @@ class ConverseSession:
             stage_ms = latencies(response)
             metrics.record_latencies(stage_ms)
             end_turn_trace(response, interrupted=interrupted, played_ms=played_ms, text_tokens=len(ids))
+            # Over before the client hears so: a commit or text sent on `response_done` must not find it in progress.
+            self.response = None
             self.emit(
                 events.response_done(
                     response.id, interrupted=interrupted, played_ms=played_ms, text=text, latencies=stage_ms
                 )
             )
             await self.context.close_sequence(response.fork_id)
-            self.response = None
             if interrupted and response.listened:
                 # The barge-in's audio becomes the start of the next user turn, after the cut assistant turn.
                 self.turn = Turn(voiced=True)
