@@ -128,9 +128,14 @@ class SpeakPath:
     async def release(self) -> None:
         """After ``cancel``: end the turn's speech_lm and vocoder streams so Triton frees their state now.
 
-        Cancelling a gRPC stream cancels only a request in flight; a stream between two requests
-        (the vocoder, most of the time) would otherwise keep its state until the idle timeout.
+        A STOP ends only a request in flight; a stream between two requests (the vocoder, most of the
+        time) would otherwise keep its state until the idle timeout. The END goes out once the
+        cancelled streams have ended: an END that reached Triton before the STOP would close the
+        sequence first, and the STOP would then find no sequence to stop.
         """
+        for stream in self._streams:
+            if stream.cancelled:  # ends within the deadline: the stream's backstop cancels a call left open
+                await stream.wait_ended()
         empty = {"speech_lm": {"MAX_TOKENS": np.array([0], np.int32)}, "vocoder": {"TOKENS": np.zeros(0, np.int32)}}
         for model, sequence_id in list(self._open_sequences.items()):
             stream = self._models.open_stream(model)

@@ -17,7 +17,7 @@ T = TypeVar("T")
 @contextlib.asynccontextmanager
 async def closing(responses: AsyncIterator[T]) -> AsyncIterator[AsyncIterator[T]]:
     """Close a response iterator on any exit: `async for` alone leaves an abandoned one suspended,
-    holding its stream's lock, and only its ``aclose`` cancels the request in flight."""
+    holding its stream's lock, and only its ``aclose`` stops the request in flight."""
     try:
         yield responses
     finally:
@@ -27,17 +27,19 @@ async def closing(responses: AsyncIterator[T]) -> AsyncIterator[AsyncIterator[T]
 
 
 async def drain(responses: AsyncIterator[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
-    """All responses of one request; closing the iterator on any exit cancels a request cut off midway."""
+    """All responses of one request; closing the iterator on any exit stops a request cut off midway."""
     async with closing(responses) as items:
         return [item async for item in items]
 
 
 async def end_backbone_session(models: ModelCalls, stream: ModelStream, session_id: int) -> None:
-    """Send END for a backbone session (its state is kept on cancellation, so it must be ended explicitly).
+    """Send END for a backbone session (its state is kept on a stop, so it must be ended explicitly).
 
-    A request cut off midway cancelled its gRPC stream; requests of one Triton stream run in order,
-    so END on a new gRPC stream is handled after the cut-off request has stopped.
+    A request cut off midway stopped its stream (STOP, then the stream ended); END goes on a new gRPC
+    stream once the old one has ended, so the STOP reached the sequence before the END closed it.
     """
+    if stream.cancelled:
+        await stream.wait_ended()
     closer = models.open_stream("backbone") if stream.cancelled else stream
     try:
         await drain(closer.request({"MAX_NEW_TOKENS": np.array([0], np.int32)}, sequence_id=session_id, end=True))

@@ -35,6 +35,14 @@ def sequence_flags(request: Any) -> SequenceFlags:
     return SequenceFlags(stream_id=stream_id, start=flag("START"), end=flag("END"))
 
 
+def stop_requested(request: Any) -> bool:
+    """A STOP request asks to end the request of its stream that has the same request id (no other input counts)."""
+    import triton_python_backend_utils as pb_utils
+
+    tensor = pb_utils.get_input_tensor_by_name(request, "STOP")
+    return bool(tensor is not None and tensor.as_numpy().reshape(-1)[0])
+
+
 def input_getter(request: Any) -> Getter:
     """A getter over the request's inputs for the ``parse`` methods in :mod:`services.triton.contracts`."""
     import triton_python_backend_utils as pb_utils

@@ -41,15 +41,17 @@ def stream_responses(
     produce: Callable[[Callable[[], bool]], Iterator[Any]],
     meter: ComputeMeter,
     on_cancel: Callable[[], object] | None = None,
+    stopped: Callable[[], bool] = lambda: False,
 ) -> None:
     """Send every response ``produce`` yields, then FINAL; on error send it as the final response.
 
     ``produce`` receives an ``is_cancelled`` callable to poll between steps so that a cancelled
-    generation stops within one step.
+    generation stops within one step. A cancelled gRPC call and a ``stopped`` stream (the client's
+    STOP request) end the generation alike.
     """
 
     with meter.measure():
-        _stream(model, request, produce, on_cancel)
+        _stream(model, request, produce, on_cancel, stopped)
 
 
 def _stream(
@@ -57,19 +59,24 @@ def _stream(
     request: Any,
     produce: Callable[[Callable[[], bool]], Iterator[Any]],
     on_cancel: Callable[[], object] | None,
+    stopped: Callable[[], bool],
 ) -> None:
     import triton_python_backend_utils as pb_utils
 
     sender = request.get_response_sender()
+
+    def is_cancelled() -> bool:
+        return bool(stopped() or sender.is_cancelled())
+
     cancelled = False
-    responses = produce(sender.is_cancelled)
+    responses = produce(is_cancelled)
     try:
         for response in responses:
-            if sender.is_cancelled():
+            if is_cancelled():
                 cancelled = True
                 break
             sender.send(response)
-        cancelled = cancelled or sender.is_cancelled()
+        cancelled = cancelled or is_cancelled()
     except Exception as exc:  # every failure still ends the stream, with its message
         log_unexpected(model, exc)
         _send_final(sender, pb_utils.InferenceResponse(error=error_for(exc)))

@@ -4,7 +4,8 @@ An adapter builds a :class:`ModelServing` in ``initialize()`` and hands each req
 function that turns one request into a response (unary models) or into a generator of responses
 (decoupled models). The serving object reads the sequence controls, keeps the stream states,
 times the work, runs decoupled requests on ordered worker threads, closes a stream on END (also
-when the request failed), and turns exceptions into INVALID_ARG / INTERNAL errors.
+when the request failed), stops a generation when its stream sends STOP, and turns exceptions into
+INVALID_ARG / INTERNAL errors.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any, Generic, TypeVar
 from services.triton.metrics import ComputeMeter
 from services.triton.ordered_executor import OrderedExecutor
 from services.triton.params import ModelParameters
-from services.triton.requests import SequenceFlags, sequence_flags
+from services.triton.requests import SequenceFlags, sequence_flags, stop_requested
 from services.triton.responses import error_for, log_unexpected, stream_responses
 from services.triton.stateful import StreamRegistry
 
@@ -36,6 +37,9 @@ class ModelServing(Generic[StateT]):
         self.streams: StreamRegistry[StateT] = StreamRegistry(self.params)
         self.meter = ComputeMeter(self.name)
         self._executor = OrderedExecutor(self.params.get_int("worker_threads", 2), self.name) if decoupled else None
+        # Streams whose generation a client asked to stop (a STOP request; see orchestrator.triton.stream).
+        # A set's add / discard / membership test are atomic under the GIL: no lock needed.
+        self._stops: set[tuple[int, str]] = set()
 
     def respond_all(self, requests: list[Any], respond: Respond) -> list[Any]:
         """Unary models: one response per request, an error response for a bad one."""
@@ -49,9 +53,16 @@ class ModelServing(Generic[StateT]):
         """
         assert self._executor is not None, "stream_all needs ModelServing(decoupled=True)"
         for request in requests:
-            self._executor.submit(
-                request.correlation_id(), functools.partial(self._stream, request, produce, free_on_cancel)
-            )
+            key = request.correlation_id()
+            if stop_requested(request):
+                # Marked here, on Triton's thread, so the generation running on a worker sees it at its
+                # next step; acknowledged in order, after that generation's FINAL. The STOP carries the id
+                # of the request it stops: a request another gRPC stream sent for the same sequence
+                # (which may arrive before the STOP) is not stopped by it.
+                self._stops.add(_stop_key(request))
+                self._executor.submit(key, functools.partial(self._acknowledge_stop, request))
+                continue
+            self._executor.submit(key, functools.partial(self._stream, request, produce, free_on_cancel))
 
     def shutdown(self) -> None:
         if self._executor is not None:
@@ -85,4 +96,15 @@ class ModelServing(Generic[StateT]):
                     self.streams.close(flags.stream_id)
 
         on_cancel = functools.partial(self.streams.close, stream_id) if free_on_cancel else None
-        stream_responses(self.name, request, responses, self.meter, on_cancel=on_cancel)
+        stopped = functools.partial(self._stops.__contains__, _stop_key(request))
+        stream_responses(self.name, request, responses, self.meter, on_cancel=on_cancel, stopped=stopped)
+
+    def _acknowledge_stop(self, request: Any) -> None:
+        """The stopped generation (if any) has sent its FINAL: clear the mark and answer the STOP request."""
+        self._stops.discard(_stop_key(request))
+        stream_responses(self.name, request, lambda _: iter(()), self.meter)
+
+
+def _stop_key(request: Any) -> tuple[int, str]:
+    """A request is named by its stream and its request id (the STOP request repeats its target's id)."""
+    return int(request.correlation_id()), str(request.request_id())
