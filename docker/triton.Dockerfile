@@ -15,6 +15,8 @@ ARG SAFETENSORS_VERSION=0.8.0
 ARG TOKENIZERS_VERSION=0.23.3
 ARG KALDI_NATIVE_FBANK_VERSION=1.23.0
 ARG PYYAML_VERSION=6.0.3
+# The liveness probe (services/triton/stub_probe.py) talks to the server through tritonclient.
+ARG TRITONCLIENT_VERSION=2.73.0
 ARG TORCH_VERSION=""
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
 
@@ -31,10 +33,11 @@ RUN python3 -m pip install \
       "tokenizers==${TOKENIZERS_VERSION}" \
       "kaldi-native-fbank==${KALDI_NATIVE_FBANK_VERSION}" \
       "pyyaml==${PYYAML_VERSION}" \
+      "tritonclient[grpc]==${TRITONCLIENT_VERSION}" \
  && if [ -n "${TORCH_VERSION}" ]; then \
       python3 -m pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"; \
     fi \
- && python3 -c "import torch, numpy, safetensors, tokenizers, kaldi_native_fbank"
+ && python3 -c "import torch, numpy, safetensors, tokenizers, kaldi_native_fbank, tritonclient.grpc"
 
 COPY services /opt/minmo/services
 COPY model_repository /opt/minmo/model_repository

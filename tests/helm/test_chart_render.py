@@ -96,3 +96,20 @@ def test_release_notes_warn_about_an_open_dev_cluster(chart: helm.Chart) -> None
     notes = render(chart, load_values(CHART_DIR / "ci" / "no-auth-dev-values.yaml")).notes
     assert "auth.mode=none" in notes
     assert "minmo-serve-orchestrator.voice.svc:50051" in notes
+
+
+def test_the_stub_liveness_probe_can_fall_back_to_tritons_own_liveness(chart: helm.Chart) -> None:
+    values = {"triton": {"stubLivenessProbe": {"enabled": False}}}
+    probes = [
+        container["livenessProbe"]
+        for deployment in render(chart, values).of_kind("Deployment")
+        for container in deployment["spec"]["template"]["spec"]["containers"]
+        if container["name"] == "tritonserver"
+    ]
+    assert probes and all(probe.get("httpGet") == {"path": "/v2/health/live", "port": "http"} for probe in probes)
+    assert not any("exec" in probe for probe in probes)
+
+
+def test_a_stub_probe_timeout_below_two_seconds_is_refused(chart: helm.Chart) -> None:
+    with pytest.raises(Exception, match="timeoutSeconds"):
+        render(chart, {"triton": {"stubLivenessProbe": {"timeoutSeconds": 1}}})

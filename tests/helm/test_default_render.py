@@ -126,7 +126,17 @@ def test_the_triton_pool_loads_all_five_models_from_the_image_with_weights_from_
     assert weights["persistentVolumeClaim"] == {"claimName": "minmo-weights", "readOnly": True}
     assert server["startupProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
     assert server["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
-    assert server["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
+    # Liveness asks every model's stub (a killed stub leaves its model READY and /v2/health/live green).
+    assert server["livenessProbe"]["exec"]["command"] == [
+        "python3",
+        "-m",
+        "services.triton.stub_probe",
+        "--url",
+        "127.0.0.1:8001",
+        "--timeout",
+        "8",
+    ]
+    assert server["livenessProbe"]["timeoutSeconds"] == 10
     assert {p["name"]: p["containerPort"] for p in server["ports"]} == {"http": 8000, "grpc": 8001, "metrics": 8002}
     # The autoscaler, not the chart, decides which pod goes first on a scale-down.
     assert "controller.kubernetes.io/pod-deletion-cost" not in default.find("Deployment", "minmo-serve-triton-all")[
