@@ -109,7 +109,9 @@ class DuplexStream:
 
     def __init__(self, model: DuplexPredictor) -> None:
         self._model = model
-        self._context = torch.zeros(0, model.config.d_model)
+        # New tensors go where the weights are (a KIND_GPU instance moves the module there).
+        self._device = next(model.parameters()).device
+        self._context = torch.zeros(0, model.config.d_model, device=self._device)
         self.frames_seen = 0
 
     def push(self, hidden: Tensor, speaking: bool | Tensor) -> Tensor:
@@ -117,13 +119,16 @@ class DuplexStream:
         if hidden.dim() != 2:
             raise ValueError(f"hidden must be [n, {self._model.config.llm_dim}], got {tuple(hidden.shape)}")
         n = hidden.shape[0]
-        flags = torch.full((n,), bool(speaking)) if isinstance(speaking, bool) else speaking.reshape(-1).bool()
+        if isinstance(speaking, bool):
+            flags = torch.full((n,), speaking, device=self._device)
+        else:
+            flags = speaking.reshape(-1).bool().to(self._device)
         if flags.shape[0] != n:
             raise ValueError(f"speaking has {flags.shape[0]} flags for {n} frames")
         if n == 0:
-            return torch.zeros(0, NUM_CLASSES)
+            return torch.zeros(0, NUM_CLASSES, device=self._device)
         with torch.inference_mode():
-            x = self._model.embed(hidden.unsqueeze(0), flags.unsqueeze(0))[0]
+            x = self._model.embed(hidden.to(self._device).unsqueeze(0), flags.unsqueeze(0))[0]
             context = torch.cat([self._context, x])
             probs = self._model.head(context.unsqueeze(0), n)[0].softmax(-1)
         keep = self._model.config.window - 1

@@ -21,15 +21,17 @@ def sinusoidal_encoding(positions: torch.Tensor, depth: int) -> torch.Tensor:
     """SenseVoice's position encoding: [sin | cos] halves with geometric timescales up to 10^4."""
     half = depth // 2
     increment = math.log(10000.0) / max(half - 1, 1)
-    inv_timescales = torch.exp(torch.arange(half, dtype=torch.float32) * -increment)
+    inv_timescales = torch.exp(torch.arange(half, dtype=torch.float32, device=positions.device) * -increment)
     scaled = positions.to(torch.float32)[:, None] * inv_timescales[None, :]
     return torch.cat([torch.sin(scaled), torch.cos(scaled)], dim=-1)
 
 
-def chunk_mask(start: int, n_new: int, n_ctx: int, chunk: int, left_chunks: int) -> torch.Tensor:
+def chunk_mask(
+    start: int, n_new: int, n_ctx: int, chunk: int, left_chunks: int, device: torch.device | None = None
+) -> torch.Tensor:
     """``[n_new, n_ctx + n_new]`` bool: query frame sees keys of its own chunk and ``left_chunks`` before."""
-    q_chunk = torch.div(torch.arange(start, start + n_new), chunk, rounding_mode="floor")
-    k_chunk = torch.div(torch.arange(start - n_ctx, start + n_new), chunk, rounding_mode="floor")
+    q_chunk = torch.div(torch.arange(start, start + n_new, device=device), chunk, rounding_mode="floor")
+    k_chunk = torch.div(torch.arange(start - n_ctx, start + n_new, device=device), chunk, rounding_mode="floor")
     diff = q_chunk[:, None] - k_chunk[None, :]
     return (diff >= 0) & (diff <= left_chunks)
 
@@ -74,7 +76,7 @@ class MultiHeadedAttentionSANM(nn.Module):
         """``h`` is the normalised ``[ctx; new]``; returns the block output for the ``n_new`` last rows."""
         q, k, v = self.linear_q_k_v(h).split(self.d_model, dim=-1)
         n_ctx = h.shape[0] - n_new
-        mask = chunk_mask(start, n_new, n_ctx, self.chunk, self.left)
+        mask = chunk_mask(start, n_new, n_ctx, self.chunk, self.left, h.device)
         att = self.linear_out(attend(q[n_ctx:], k, v, self.heads, mask))
         return att + self._memory(v, n_new)
 
@@ -129,7 +131,7 @@ class MultiHeadedAttention(nn.Module):
 
     def forward(self, h: torch.Tensor, n_new: int, start: int) -> torch.Tensor:
         n_ctx = h.shape[0] - n_new
-        mask = chunk_mask(start, n_new, n_ctx, self.chunk, self.left)
+        mask = chunk_mask(start, n_new, n_ctx, self.chunk, self.left, h.device)
         out = attend(self.linear_q(h[n_ctx:]), self.linear_k(h), self.linear_v(h), self.heads, mask)
         return self.linear_out(out)
 

@@ -118,6 +118,11 @@ class SpeechEncoder(nn.Module):
         """Milliseconds of audio per output embedding: 120."""
         return self.config.frame_ms
 
+    @property
+    def device(self) -> torch.device:
+        """Where the weights are (a KIND_GPU instance moves the module there): new tensors go there too."""
+        return next(self.parameters()).device
+
     def new_caches(self) -> LayerCaches:
         return LayerCaches(
             encoder=[None] * (len(self.encoders0) + len(self.encoders)),
@@ -135,7 +140,7 @@ class SpeechEncoder(nn.Module):
         start = caches.start if caches is not None else 0
         if start % c.chunk_frames:
             raise ValueError(f"LFR frames must start on a chunk boundary, got start {start}")
-        positions = torch.arange(start + 1, start + lfr.shape[0] + 1)
+        positions = torch.arange(start + 1, start + lfr.shape[0] + 1, device=lfr.device)
         x = self.frontend(lfr) * math.sqrt(c.d_model) + sinusoidal_encoding(positions, c.lfr_dim)
         main = [*self.encoders0, *self.encoders]
         keep = self.context_frames
@@ -157,8 +162,8 @@ class SpeechEncoder(nn.Module):
         pcm = validate_pcm(pcm, self.config, sample_rate, allow_empty=False)
         lfr = LfrStacker(self.config).push(FbankExtractor(self.config).accept(pcm), final=True)
         if lfr.shape[0] == 0:
-            return torch.zeros(0, self.config.llm_dim)
-        return self.forward_frames(torch.from_numpy(lfr))
+            return torch.zeros(0, self.config.llm_dim, device=self.device)
+        return self.forward_frames(torch.from_numpy(lfr).to(self.device))
 
     def new_stream(self) -> EncoderStream:
         """A fresh streaming session; raises ValueError if the config looks ahead (fsmn_right_context)."""

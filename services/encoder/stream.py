@@ -35,7 +35,7 @@ class EncoderStream:
         self._fbank = FbankExtractor(config)
         self._lfr = LfrStacker(config)
         self._caches = model.new_caches()
-        self._pending = torch.zeros(0, config.lfr_dim)
+        self._pending = torch.zeros(0, config.lfr_dim, device=model.device)
         self._emitted = 0
         self._finished = False
 
@@ -56,12 +56,12 @@ class EncoderStream:
         pcm = validate_pcm(pcm, self._config, sample_rate, allow_empty=True)
         lfr = self._lfr.push(self._fbank.accept(pcm), final=final)
         if lfr.shape[0]:
-            self._pending = torch.cat([self._pending, torch.from_numpy(lfr)], dim=0)
+            self._pending = torch.cat([self._pending, torch.from_numpy(lfr).to(self._pending.device)], dim=0)
         chunk = self._config.chunk_frames
         take = self._pending.shape[0] if final else self._pending.shape[0] // chunk * chunk
         self._finished = final
         if take == 0:
-            return torch.zeros(0, self._config.llm_dim)
+            return torch.zeros(0, self._config.llm_dim, device=self._pending.device)
         frames, self._pending = self._pending[:take], self._pending[take:]
         out = self._model.forward_frames(frames, self._caches)
         self._emitted += out.shape[0]

@@ -14,6 +14,7 @@ import functools
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
+from services.triton.device import instance_device
 from services.triton.metrics import ComputeMeter
 from services.triton.ordered_executor import OrderedExecutor
 from services.triton.params import ModelParameters
@@ -32,6 +33,7 @@ class ModelServing(Generic[StateT]):
 
         self.params = ModelParameters.from_args(args)
         self.name = self.params.model_name
+        self.device = instance_device(args)  # the adapter moves its module here
         # Small models on a few CPU cores: intra-op threads cost more in synchronisation than they give.
         torch.set_num_threads(self.params.get_int("torch_threads", 1))
         self.streams: StreamRegistry[StateT] = StreamRegistry(self.params)

@@ -103,6 +103,7 @@ class Flow(nn.Module):
             token_memory=StreamMemory(c.chunk_size, c.left_chunks),
             frame_memory=StreamMemory(frames, c.left_chunks),
             step_memories=[StreamMemory(frames, c.left_chunks) for _ in range(c.n_timesteps)],
+            window=torch.zeros(0, dtype=torch.long, device=self.input_embedding.weight.device),
         )
 
     def final_tokens(self, received: int, final: bool) -> int:

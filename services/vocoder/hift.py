@@ -119,7 +119,7 @@ class HiFTGenerator(nn.Module):
     def initial_phase(self) -> Tensor:
         """Seeded start phase per harmonic in cycles (float64); the fundamental starts at 0."""
         generator = torch.Generator().manual_seed(self.config.noise_seed + 7919)
-        phase = torch.rand(self.harmonics, generator=generator, dtype=torch.float64)
+        phase = torch.rand(self.harmonics, generator=generator, dtype=torch.float64, device="cpu")
         phase[0] = 0.0
         return phase
 

@@ -20,13 +20,14 @@ class PositionalNoise:
         self.seed, self.channels, self.block = seed, channels, block
 
     def _block(self, index: int) -> Tensor:
+        # Drawn on the CPU whatever the model's device: a seed gives the same noise on every device.
         generator = torch.Generator().manual_seed((self.seed << 32) + index)
-        return torch.randn(self.channels, self.block, generator=generator)
+        return torch.randn(self.channels, self.block, generator=generator, device="cpu")
 
     def take(self, start: int, length: int) -> Tensor:
         """Noise for positions ``[start, start + length)``: ``[channels, length]`` float32."""
         if length <= 0:
-            return torch.zeros(self.channels, 0)
+            return torch.zeros(self.channels, 0, device="cpu")
         first, last = start // self.block, (start + length - 1) // self.block
         blocks = torch.cat([self._block(i) for i in range(first, last + 1)], dim=1)
         begin = start - first * self.block

@@ -17,7 +17,7 @@ from services.triton.serving import ModelServing
 class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
         self.serving: ModelServing[duplex.DuplexStream] = ModelServing(args, decoupled=False)
-        self.model = duplex.load(self.serving.params.weights_dir("duplex"))
+        self.model = duplex.load(self.serving.params.weights_dir("duplex")).to(self.serving.device)
         self.width = self.model.config.llm_dim
 
     def execute(self, requests: list[Any]) -> list[Any]:
@@ -33,4 +33,4 @@ class TritonPythonModel:
         if parsed.hidden.shape[0]:
             with torch.inference_mode():
                 probs = stream.push(torch.from_numpy(parsed.hidden), torch.from_numpy(parsed.speaking))
-        return pb_utils.InferenceResponse([pb_utils.Tensor("PROBS", probs.numpy().astype(np.float32)[None])])
+        return pb_utils.InferenceResponse([pb_utils.Tensor("PROBS", probs.cpu().numpy().astype(np.float32)[None])])

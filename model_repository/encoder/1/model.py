@@ -17,7 +17,7 @@ from services.triton.serving import ModelServing
 class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
         self.serving: ModelServing[encoder.EncoderStream] = ModelServing(args, decoupled=False)
-        self.model = encoder.load(self.serving.params.weights_dir("encoder"))
+        self.model = encoder.load(self.serving.params.weights_dir("encoder")).to(self.serving.device)
 
     def execute(self, requests: list[Any]) -> list[Any]:
         return self.serving.respond_all(requests, self._respond)
@@ -33,7 +33,7 @@ class TritonPythonModel:
             embeddings = stream.push(parsed.audio, final=flags.end)
         return pb_utils.InferenceResponse(
             [
-                pb_utils.Tensor("EMBEDDINGS", embeddings.numpy().astype(np.float32)[None]),
+                pb_utils.Tensor("EMBEDDINGS", embeddings.cpu().numpy().astype(np.float32)[None]),
                 pb_utils.Tensor("FRAME_OFFSET", np.array([[offset]], dtype=np.int64)),
             ]
         )

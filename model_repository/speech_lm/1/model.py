@@ -19,7 +19,7 @@ from services.triton.tensors import InvalidInputError
 class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
         self.serving: ModelServing[speech_lm.SpeechLMStream] = ModelServing(args, decoupled=True)
-        self.model = speech_lm.load(self.serving.params.weights_dir("speech_lm"))
+        self.model = speech_lm.load(self.serving.params.weights_dir("speech_lm")).to(self.serving.device)
         self.width = 2 * self.model.config.llm_hidden_size
         self.tokens_per_group = self.model.config.tokens_per_group
         self.max_tokens = self.serving.params.get_int("max_tokens_limit", 4096)
@@ -40,10 +40,12 @@ class TritonPythonModel:
         )
         if flags.start and job.query is None:
             raise InvalidInputError("the START request of a speech_lm stream must carry QUERY")
-        stream = self.serving.streams.open_or_get(flags, lambda: self.model.new_stream(torch.from_numpy(job.query)))
+        stream = self.serving.streams.open_or_get(
+            flags, lambda: self.model.new_stream(torch.from_numpy(job.query).to(self.serving.device))
+        )
         if job.semantic is not None:
             with torch.inference_mode():
-                stream.push_semantic(torch.from_numpy(job.semantic))
+                stream.push_semantic(torch.from_numpy(job.semantic).to(self.serving.device))
         produced = 0
         for token in stream.generate(
             job.max_tokens,

@@ -18,7 +18,7 @@ from services.triton.serving import ModelServing
 class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
         self.serving: ModelServing[vocoder.VocoderStream] = ModelServing(args, decoupled=True)
-        self.model = vocoder.load(self.serving.params.weights_dir("vocoder"))
+        self.model = vocoder.load(self.serving.params.weights_dir("vocoder")).to(self.serving.device)
         self.token_count = self.model.config.speech_token_size
         self.speaker_dim = self.model.config.speaker_dim
 
@@ -32,7 +32,7 @@ class TritonPythonModel:
         job = VocoderRequest.parse(
             input_getter(request), token_count=self.token_count, speaker_dim=self.speaker_dim, end=flags.end
         )
-        speaker = None if job.speaker is None else torch.from_numpy(job.speaker)
+        speaker = None if job.speaker is None else torch.from_numpy(job.speaker).to(self.serving.device)
         stream = self.serving.streams.open_or_get(flags, lambda: self.model.new_stream(speaker))
         offset = stream.samples_emitted
         with torch.inference_mode():
