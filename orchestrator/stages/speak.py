@@ -103,7 +103,8 @@ class SpeakPath:
         self.timings = SpeakTimings()
         self.token_ids: list[int] = []
         self._streams: list[ModelStream] = []
-        self._open_sequences: dict[str, int] = {}  # per-turn Triton streams started and not yet ended
+        self._open_sequences: dict[str, int] = {}  # per-turn Triton sequences started, their END not yet sent
+        self._stream_of: dict[str, ModelStream] = {}
         self._events: asyncio.Queue[TextDelta | AudioDelta | object] = asyncio.Queue()
         self._supervisor: asyncio.Task[None] | None = None
 
@@ -129,15 +130,16 @@ class SpeakPath:
         """After ``cancel``: end the turn's speech_lm and vocoder streams so Triton frees their state now.
 
         A STOP ends only a request in flight; a stream between two requests (the vocoder, most of the
-        time) would otherwise keep its state until the idle timeout. The END goes out once the
-        cancelled streams have ended: an END that reached Triton before the STOP would close the
-        sequence first, and the STOP would then find no sequence to stop.
+        time) would otherwise keep its state until the idle timeout. Each END goes out once its
+        cancelled stream has ended: an END that reached Triton before the STOP would close the
+        sequence first, and the STOP would then find no sequence to stop. A sequence whose END was
+        already sent (the speech LM's last group) needs nothing, and nothing waits for it.
         """
-        for stream in self._streams:
-            if stream.cancelled:  # ends within the deadline: the stream's backstop cancels a call left open
-                await stream.wait_ended()
         empty = {"speech_lm": {"MAX_TOKENS": np.array([0], np.int32)}, "vocoder": {"TOKENS": np.zeros(0, np.int32)}}
         for model, sequence_id in list(self._open_sequences.items()):
+            cancelled = self._stream_of.get(model)
+            if cancelled is not None and cancelled.cancelled:  # ends within the deadline (the stream's backstop)
+                await cancelled.wait_ended()
             stream = self._models.open_stream(model)
             try:
                 async for _ in stream.request(empty[model], sequence_id=sequence_id, end=True):
@@ -171,6 +173,7 @@ class SpeakPath:
     def _open(self, model: str) -> ModelStream:
         stream = self._models.open_stream(model)
         self._streams.append(stream)
+        self._stream_of[model] = stream
         return stream
 
     async def _text_stage(self, groups: asyncio.Queue[_Group | np.ndarray]) -> None:
@@ -222,7 +225,10 @@ class SpeakPath:
                 if query is None:  # no text at all: nothing to say
                     break
                 request["QUERY"] = query
-            self._open_sequences["speech_lm"] = stream_id
+            if item.last:
+                self._open_sequences.pop("speech_lm", None)  # its END goes with this request
+            else:
+                self._open_sequences["speech_lm"] = stream_id
             async for out in stream.request(request, sequence_id=stream_id, start=not started, end=item.last):
                 for token in out["SPEECH_TOKENS"].tolist():
                     if self.timings.first_speech_token_ms is None:
@@ -231,7 +237,6 @@ class SpeakPath:
                     await tokens.put(int(token))
             started = True
             if item.last:
-                self._open_sequences.pop("speech_lm", None)
                 break
         await tokens.put(None)
 
@@ -249,7 +254,10 @@ class SpeakPath:
                 continue
             end = token is None
             if buffer or (end and started):
-                self._open_sequences["vocoder"] = stream_id
+                if end:
+                    self._open_sequences.pop("vocoder", None)  # its END goes with this request
+                else:
+                    self._open_sequences["vocoder"] = stream_id
                 async for out in stream.request(
                     {"TOKENS": np.array(buffer, np.int32)}, sequence_id=stream_id, start=not started, end=end
                 ):
@@ -257,7 +265,6 @@ class SpeakPath:
                 started = True
                 buffer = []
             if end:
-                self._open_sequences.pop("vocoder", None)
                 return
 
     async def _emit_audio(self, out: dict[str, np.ndarray]) -> None:
