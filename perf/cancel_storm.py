@@ -26,12 +26,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import tritonclient.grpc.aio as triton_aio
 from tritonclient.utils import InferenceServerException
 
 from orchestrator.stages.ids import new_stream_id
 from orchestrator.triton.client import TritonModels
 from orchestrator.triton.errors import TritonStageError
+from orchestrator.triton.protocol import to_inputs
 
 GENERATION = {"INPUT_IDS": np.array([1, 2, 3, 4], np.int32), "MAX_NEW_TOKENS": np.array([8], np.int32)}
 ENCODER_CHUNK = {"AUDIO": np.zeros(3840, np.float32)}
@@ -70,11 +70,7 @@ async def _abandon_encoder_call(models: TritonModels, rng: random.Random, mode: 
             models.infer("encoder", ENCODER_CHUNK, sequence_id=sequence_id, start=True, end=True)
         )
     else:
-        inputs = []
-        for name, array in ENCODER_CHUNK.items():
-            item = triton_aio.InferInput(name, [1, *array.shape], "FP32")
-            item.set_data_from_numpy(array[None])
-            inputs.append(item)
+        inputs = to_inputs(ENCODER_CHUNK)
         call = asyncio.ensure_future(
             models.client.infer("encoder", inputs, sequence_id=sequence_id, sequence_start=True, sequence_end=True)
         )

@@ -10,6 +10,7 @@ stream of the turn: the models see the cancellation and stop within one step.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from orchestrator.stages.ids import new_stream_id
 from orchestrator.triton.client import ModelStream
 from orchestrator.triton.errors import TritonStageError
 from orchestrator.triton.routed import ModelCalls
+from orchestrator.triton.sequences import end_sequence
 
 
 @dataclass(frozen=True)
@@ -102,9 +104,8 @@ class SpeakPath:
         self.config = config or SpeakConfig()
         self.timings = SpeakTimings()
         self.token_ids: list[int] = []
-        self._streams: list[ModelStream] = []
+        self._streams: dict[str, ModelStream] = {}  # by model, one per stage
         self._open_sequences: dict[str, int] = {}  # per-turn Triton sequences started, their END not yet sent
-        self._stream_of: dict[str, ModelStream] = {}
         self._events: asyncio.Queue[TextDelta | AudioDelta | object] = asyncio.Queue()
         self._supervisor: asyncio.Task[None] | None = None
 
@@ -121,7 +122,7 @@ class SpeakPath:
         await self._supervisor  # re-raises a stage's failure
 
     def cancel(self) -> None:
-        for stream in self._streams:
+        for stream in self._streams.values():
             stream.cancel()
         if self._supervisor is not None:
             self._supervisor.cancel()
@@ -130,24 +131,13 @@ class SpeakPath:
         """After ``cancel``: end the turn's speech_lm and vocoder streams so Triton frees their state now.
 
         A STOP ends only a request in flight; a stream between two requests (the vocoder, most of the
-        time) would otherwise keep its state until the idle timeout. Each END goes out once its
-        cancelled stream has ended: an END that reached Triton before the STOP would close the
-        sequence first, and the STOP would then find no sequence to stop. A sequence whose END was
-        already sent (the speech LM's last group) needs nothing, and nothing waits for it.
+        time) would otherwise keep its state until the idle timeout. A sequence whose END was already
+        sent (the speech LM's last group) needs nothing, and nothing waits for it.
         """
         empty = {"speech_lm": {"MAX_TOKENS": np.array([0], np.int32)}, "vocoder": {"TOKENS": np.zeros(0, np.int32)}}
         for model, sequence_id in list(self._open_sequences.items()):
-            cancelled = self._stream_of.get(model)
-            if cancelled is not None and cancelled.cancelled:  # ends within the deadline (the stream's backstop)
-                await cancelled.wait_ended()
-            stream = self._models.open_stream(model)
-            try:
-                async for _ in stream.request(empty[model], sequence_id=sequence_id, end=True):
-                    pass
-            except TritonStageError:
-                pass  # already freed by the cancellation itself
-            finally:
-                await stream.close()
+            with contextlib.suppress(TritonStageError):  # already freed by the stop itself
+                await end_sequence(self._models, self._streams[model], sequence_id, empty[model])
             self._open_sequences.pop(model, None)
 
     async def _pipeline(self) -> None:
@@ -166,14 +156,13 @@ class SpeakPath:
                 raise
             raise failure from failed
         finally:
-            for stream in self._streams:
+            for stream in self._streams.values():
                 await stream.close()
             await self._events.put(_DONE)
 
     def _open(self, model: str) -> ModelStream:
         stream = self._models.open_stream(model)
-        self._streams.append(stream)
-        self._stream_of[model] = stream
+        self._streams[model] = stream
         return stream
 
     async def _text_stage(self, groups: asyncio.Queue[_Group | np.ndarray]) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 
 from orchestrator.triton.client import ModelStream
 from orchestrator.triton.routed import ModelCalls
+from orchestrator.triton.sequences import end_sequence
 
 T = TypeVar("T")
 
@@ -33,16 +34,5 @@ async def drain(responses: AsyncIterator[dict[str, np.ndarray]]) -> list[dict[st
 
 
 async def end_backbone_session(models: ModelCalls, stream: ModelStream, session_id: int) -> None:
-    """Send END for a backbone session (its state is kept on a stop, so it must be ended explicitly).
-
-    A request cut off midway stopped its stream (STOP, then the stream ended); END goes on a new gRPC
-    stream once the old one has ended, so the STOP reached the sequence before the END closed it.
-    """
-    if stream.cancelled:
-        await stream.wait_ended()
-    closer = models.open_stream("backbone") if stream.cancelled else stream
-    try:
-        await drain(closer.request({"MAX_NEW_TOKENS": np.array([0], np.int32)}, sequence_id=session_id, end=True))
-    finally:
-        if closer is not stream:
-            await closer.close()
+    """Send END for a backbone session (its state is kept on a stop, so it must be ended explicitly)."""
+    await end_sequence(models, stream, session_id, {"MAX_NEW_TOKENS": np.array([0], np.int32)})

@@ -20,26 +20,25 @@ class SequenceFlags:
 
 def sequence_flags(request: Any) -> SequenceFlags:
     """Read the correlation id and the START/END controls the sequence batcher filled in."""
-    import triton_python_backend_utils as pb_utils
-
     stream_id = int(request.correlation_id())
     if stream_id == 0:
         raise InvalidInputError(
             "this model is stateful: send a non-zero sequence_id (correlation id) with every request"
         )
 
-    def flag(name: str) -> bool:
-        tensor = pb_utils.get_input_tensor_by_name(request, name)
-        return bool(tensor is not None and tensor.as_numpy().reshape(-1)[0])
-
-    return SequenceFlags(stream_id=stream_id, start=flag("START"), end=flag("END"))
+    return SequenceFlags(stream_id=stream_id, start=_bool_input(request, "START"), end=_bool_input(request, "END"))
 
 
 def stop_requested(request: Any) -> bool:
     """A STOP request asks to end the request of its stream that has the same request id (no other input counts)."""
+    return _bool_input(request, "STOP")
+
+
+def _bool_input(request: Any, name: str) -> bool:
+    """A scalar flag input (sequence control or STOP); absent means false."""
     import triton_python_backend_utils as pb_utils
 
-    tensor = pb_utils.get_input_tensor_by_name(request, "STOP")
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
     return bool(tensor is not None and tensor.as_numpy().reshape(-1)[0])
 
 

@@ -33,7 +33,6 @@ from typing import Any
 import numpy as np
 
 _DEAD_MARKERS = ("is not healthy", "is not ready", "unknown model", "Stub process")
-_NUMPY_TYPES = {"TYPE_FP32": np.float32, "TYPE_INT32": np.int32, "TYPE_INT64": np.int64, "TYPE_BOOL": np.bool_}
 
 
 @dataclass(frozen=True)
@@ -48,14 +47,16 @@ def _stub_answered(message: str) -> bool:
 
 
 def _empty_inputs(config: dict[str, Any], grpcclient: Any) -> list[Any]:
+    from tritonclient.utils import triton_to_np_dtype
+
     inputs = []
     for spec in config.get("input", []):
         if spec.get("optional"):
             continue
         dims = [1, *(0 for _ in spec.get("dims", []))]
-        dtype = _NUMPY_TYPES.get(spec["data_type"], np.float32)
-        tensor = grpcclient.InferInput(spec["name"], dims, spec["data_type"].removeprefix("TYPE_"))
-        tensor.set_data_from_numpy(np.zeros(dims, dtype))
+        datatype = spec["data_type"].removeprefix("TYPE_")
+        tensor = grpcclient.InferInput(spec["name"], dims, datatype)
+        tensor.set_data_from_numpy(np.zeros(dims, triton_to_np_dtype(datatype)))
         inputs.append(tensor)
     return inputs
 

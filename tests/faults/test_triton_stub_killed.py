@@ -14,33 +14,19 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 from minmo.v1 import minmo_pb2 as pb
 
 from orchestrator.state.store import SessionStore
-from tests.conftest import REPO_ROOT
 from tests.faults.conftest import attempts
 from tests.faults.conversation import CONFIG, FaultSession
 from tests.faults.processes import Orchestrators, RestartableTriton
 from tests.faults.table import FaultTable
+from tests.integration.helpers import run_stub_probe
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def probe_stubs(grpc_url: str) -> tuple[int, str]:
-    """Run the Triton container's liveness probe (services/triton/stub_probe.py) as kubelet would."""
-    done = subprocess.run(
-        [sys.executable, "-m", "services.triton.stub_probe", "--url", grpc_url, "--timeout", "10"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    return done.returncode, done.stdout + done.stderr
 
 
 # Alternate between the session's long-lived context (backbone) and a per-turn stage (vocoder).
@@ -76,7 +62,7 @@ async def test_a_killed_stub_fails_the_turn_and_the_session_goes_on(
         outcome = "stub restarted by Triton" if restarted else "stub not restarted, model reloaded by the operator"
         if not restarted:
             # Triton's own health says nothing (the model is READY); the liveness probe of the chart notices.
-            verdict, report = await asyncio.to_thread(probe_stubs, fault_triton.grpc_url)
+            verdict, report, _ = await asyncio.to_thread(run_stub_probe, fault_triton.grpc_url)
             assert verdict == 1 and f"{model}: DEAD" in report, report
             await fault_triton.reload(model)  # the operator's fix, through the repository API
             assert fault_triton.stub_of(model) is not None

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import numpy as np
 import redis.asyncio
@@ -58,3 +61,15 @@ async def temporary_store(label: str) -> AsyncIterator[SessionStore]:
     finally:
         await delete_matching(client, f"{prefix}*")
         await client.aclose()
+
+
+def run_stub_probe(grpc_url: str, timeout_s: float = 10) -> tuple[int, str, str]:
+    """Run the Triton container's liveness probe (``services.triton.stub_probe``) as kubelet would."""
+    done = subprocess.run(
+        [sys.executable, "-m", "services.triton.stub_probe", "--url", grpc_url, "--timeout", f"{timeout_s:g}"],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return done.returncode, done.stdout, done.stderr
