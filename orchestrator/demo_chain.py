@@ -26,7 +26,7 @@ from orchestrator.converse.context import BackboneContext
 from orchestrator.stages.listen import ListenPath
 from orchestrator.stages.speak import AudioDelta, SpeakConfig, SpeakPath, TextDelta
 from orchestrator.triton.client import TritonModels
-from orchestrator.triton_stats import MODELS, Snapshot, diff, format_table, scrape_work
+from orchestrator.triton_stats import MODELS, Snapshot, diff, format_table, scrape
 from services.backbone import ChatPrompt, SmokeByteTokenizer
 from services.duplex import Decision
 from services.duplex.policy import DecisionPolicy
@@ -56,7 +56,7 @@ def spoken_question(text: str, trailing_silence_s: float = 1.6) -> np.ndarray:
 
 
 async def snapshot(models: TritonModels, metrics_url: str) -> Snapshot:
-    return Snapshot({m: await models.statistics(m) for m in MODELS}, scrape_work(metrics_url))
+    return Snapshot({m: await models.statistics(m) for m in MODELS}, *scrape(metrics_url))
 
 
 async def run_demo(

@@ -39,7 +39,7 @@ from orchestrator.devstack.orchestrator_process import start_orchestrator, wait_
 from orchestrator.devstack.redis_service import ensure_redis
 from orchestrator.devstack.triton_launcher import free_port
 from orchestrator.triton.client import TritonModels
-from orchestrator.triton_stats import MODELS, Snapshot, diff, scrape_work
+from orchestrator.triton_stats import MODELS, Snapshot, diff, scrape
 from perf import report, spans
 from perf.conversation import Clips, ConversationResult, converse_conversation
 from perf.scenario import LEAD_S, RATE, STAGES, TurnResult, direct_turn
@@ -86,7 +86,7 @@ def redis_calls(url: str) -> int:
 
 
 async def triton_snapshot(models: TritonModels, metrics_url: str) -> Snapshot:
-    return Snapshot({m: await models.statistics(m) for m in MODELS}, scrape_work(metrics_url))
+    return Snapshot({m: await models.statistics(m) for m in MODELS}, *scrape(metrics_url))
 
 
 async def _sample_rss(process: psutil.Process, peak: list[int], stop: asyncio.Event) -> None:

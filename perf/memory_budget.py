@@ -1,16 +1,18 @@
-"""Memory and latency budget of the ``minmo`` sizes on one NVIDIA L20 (48 GB, 864 GB/s).
+"""Memory and compute budget of the ``minmo`` sizes on one NVIDIA L20 (48 GB, 864 GB/s).
 
 ``python -m perf.memory_budget [--out budget.md]`` builds every stage on the ``meta`` device (exact
-parameter counts, no memory), then derives: weights per stage at bf16 and int8 weight-only,
-per-session state (backbone and speech-LM KV caches, encoder/duplex/vocoder stream caches),
-activation estimates, the sessions one L20 holds with all five models on it, and the
-weight-bandwidth floor per token next to the MinMo paper's L20 step latencies. Every assumption
-is a named constant or a table row; nothing here was measured on a GPU.
+parameter counts, no memory), then derives: weights per stage at bf16, int8 weight-only and as the
+generated repository serves them, per-session state (backbone and speech-LM KV caches,
+encoder/duplex/vocoder stream caches), the activations of the batched steps, and the sessions one
+L20 holds with all five models on it: the smaller of a memory bound and a batched-compute bound,
+each row saying which one applies. Every assumption is a named constant or a table row; these are
+estimates, and nothing here was measured on a GPU.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +24,7 @@ from services.duplex.config import DuplexConfig
 from services.duplex.model import DuplexPredictor
 from services.encoder.config import EncoderConfig
 from services.encoder.model import SpeechEncoder
-from services.gpu_profile.values import GpuValues
+from services.gpu_profile.values import STEP_SCHEDULED, GpuValues
 from services.speech_lm.model import SpeechLM, SpeechLMConfig
 from services.vocoder.config import VocoderConfig
 from services.vocoder.model import Token2Wav
@@ -37,9 +39,26 @@ TEXT_PER_S = 5 / 0.6  # backbone text tokens per second of assistant speech (5 p
 SPEECH_LM_PER_S = 20 / 0.6  # speech-LM positions per second of speech (5 semantic + 15 tokens per 600 ms)
 SPEAKING_TURN_S = 30  # longest assistant turn the speech LM's per-turn KV is sized for
 SPEAKING_SHARE = 0.5  # sessions speaking at any moment (vocoder + speech-LM state exist only then)
+# The four KIND_GPU stages as served: their adapters load float32 weights (services/common/weights.py
+# builds each module at torch's default dtype) and move them to the GPU without a cast, and each Python
+# instance is its own process with its own copy. Set BF16 here once the adapters cast.
+STAGE_BYTES = FP32
+UNARY_BATCH = 16  # encoder/duplex: the templates' max_batch_size, the requests one execute() batches
 VALUES = Path(__file__).resolve().parents[1] / "services" / "gpu_profile" / "values-l20.yaml"
 PAPER_L20_MS = {"duplex": 250, "backbone": 150, "speech_lm": 70, "vocoder": 130}
 STAGES = ("encoder", "backbone", "duplex", "speech_lm", "vocoder")
+
+# Compute model of a batched step (all estimates; see ASSUMPTIONS).
+WINDOW_MS = 600  # one speech group: 5 backbone tokens, 15 speech-LM tokens, one token2wav chunk, one encoder chunk
+REALTIME_LOAD = 0.7  # a stage's work per window must fit in this share of it (the rest absorbs queueing)
+PEAK_FLOPS = {BF16: 119.5e12, FP32: 59.8e12}  # L20 dense tensor-core bf16; fp32 without TF32 (PyTorch's default)
+MATMUL_EFFICIENCY = 0.5  # share of the peak a batched step reaches
+BACKBONE_STEPS = 5  # engine decode steps per window; listen prefills (5 rows a session) ride along in flight
+HOST_US_PER_KERNEL = 5.0  # eager PyTorch: dispatch + launch of one kernel-launching op
+HOST_US_PER_VIEW = 1.4  # eager PyTorch: one view-only op
+HOST_US_PER_SYNC = 15.0  # one .item()/.cpu() round trip after the queue drained
+GPU_US_PER_KERNEL = 2.0  # the shortest a kernel occupies the GPU
+BLS_MS_PER_RESPONSE = 0.3  # backbone BLS (Python): one engine response in, one of ours out
 
 
 @dataclass(frozen=True)
@@ -98,28 +117,92 @@ def vocoder_state_bytes(c: VocoderConfig, bytes_per_value: int = BF16) -> int:
     return blocks * f.n_timesteps * 2 * 2 * f.estimator_heads * f.estimator_head_dim * frames * bytes_per_value
 
 
-def step_activation_bytes(config: Qwen2Config, tokens: int) -> int:
-    """One step's live activations: q/k/v, the two FFN projections, residual + normed copies (bf16)."""
+def step_activation_bytes(config: Qwen2Config, tokens: int, bytes_per_value: int = BF16) -> int:
+    """One step's live activations: q/k/v, the two FFN projections, residual + normed copies."""
     qkv = config.hidden_size + 2 * config.num_key_value_heads * config.head_dim
-    return tokens * (qkv + 2 * config.intermediate_size + 2 * config.hidden_size) * BF16
+    return tokens * (qkv + 2 * config.intermediate_size + 2 * config.hidden_size) * bytes_per_value
+
+
+@dataclass(frozen=True)
+class EagerStep:
+    """One batched step of a KIND_GPU PyTorch stage, traced once on the meta device (minmo preset).
+
+    ``kernels`` / ``views``: the ATen ops the step dispatches that launch a kernel / only make a view
+    (a ``TorchDispatchMode`` count); the ``*_per_stream`` parts grow with the streams in the step (the
+    speech LM's per-stream attention, cache writes and sampling, whose ``.item()``/``.cpu()`` are host
+    syncs), the rest is one packed or padded pass for all of them. ``flops_per_stream``: torch's
+    ``FlopCounterMode``; ``activation_per_stream``: peak live bytes of one stream's step in float32.
+    """
+
+    steps_per_window: int  # steps each stream needs per 600 ms
+    kernels: int
+    views: int
+    flops_per_stream: float
+    activation_per_stream: float
+    kernels_per_stream: int = 0
+    views_per_stream: int = 0
+    syncs_per_stream: int = 0
+
+    def host_ms(self, streams: int) -> float:
+        """Launch-side time of one step: what an instance's Python thread spends before the GPU can finish."""
+        kernels = (self.kernels + self.kernels_per_stream * streams) * HOST_US_PER_KERNEL
+        views = (self.views + self.views_per_stream * streams) * HOST_US_PER_VIEW
+        return (kernels + views + self.syncs_per_stream * streams * HOST_US_PER_SYNC) / 1000
+
+    def kernel_floor_ms(self, streams: int) -> float:
+        return (self.kernels + self.kernels_per_stream * streams) * GPU_US_PER_KERNEL / 1000
+
+
+EAGER = {
+    # One 600 ms chunk (10 LFR frames) over 6 s of left context: 32 SAN-M blocks + projector.
+    "encoder": EagerStep(1, kernels=553, views=640, flops_per_stream=14.3e9, activation_per_stream=81e6),
+    # Five 120 ms frames against the 15-frame window.
+    "duplex": EagerStep(1, kernels=31, views=15, flops_per_stream=0.2e9, activation_per_stream=10e6),
+    # One token: 24 packed layers; attention, cache writes and top-k/top-p sampling per stream.
+    "speech_lm": EagerStep(
+        15,
+        kernels=714,
+        views=241,
+        flops_per_stream=0.75e9,
+        activation_per_stream=0.3e6,
+        kernels_per_stream=85,
+        views_per_stream=557,
+        syncs_per_stream=3,
+    ),
+    # One 15-token chunk: the flow (10 Euler steps x 2 guidance branches, padded batch) + HiFT.
+    "vocoder": EagerStep(1, kernels=14_334, views=7_118, flops_per_stream=130e9, activation_per_stream=60e6),
+}
 
 
 @dataclass(frozen=True)
 class Budget:
     weights: dict[str, StageWeights]
     kv_token: int
-    speech_lm_kv_token: int
-    session_fixed: int  # encoder + duplex stream state
-    speaking_state: int  # speech-LM turn KV + vocoder stream state
+    speech_lm_kv_token: int  # as served
+    session_fixed: int  # encoder + duplex stream state, as served
+    speaking_state: int  # speech-LM turn KV + vocoder stream state, as served
     activations: dict[str, int]
     overhead: int  # CUDA contexts
     instances: dict[str, int]
     token2wav_params: int  # weights one 15-token chunk reads: flow encoder + HiFT once, estimator per Euler step
+    step_batch: dict[str, int]  # most streams in one step of each PyTorch stage (Triton's batch or max_step_batch)
+    stream_state: dict[str, int]  # per-stream state one step of each PyTorch stage reads, as served
+
+    def served_bytes(self, stage: str) -> int:
+        """One instance's weights of a KIND_GPU PyTorch stage, as loaded."""
+        return self.weights[stage].params * STAGE_BYTES
+
+    def step_read_bytes(self, stage: str) -> int:
+        """Weights one step reads: the vocoder's estimator once per Euler step, the others once."""
+        params = self.token2wav_params if stage == "vocoder" else self.weights[stage].params
+        return params * STAGE_BYTES
 
 
 def make_budget(values: GpuValues) -> Budget:
-    """Instance counts and the engine's step size come from the deployment's values file."""
+    """Instance counts, step caps and the engine's step size come from the deployment's values file."""
     instances = {stage: values.instance_count(stage) for stage in STAGES}
+    step_batch = {"encoder": UNARY_BATCH, "duplex": UNARY_BATCH}
+    step_batch.update({stage: values.step_batch(stage) for stage in STEP_SCHEDULED})
     modules = build_on_meta()
     vocoder = modules["vocoder"]
     assert isinstance(vocoder, Token2Wav)
@@ -128,31 +211,37 @@ def make_budget(values: GpuValues) -> Budget:
         sum(p.numel() for p in vocoder.parameters()) + (VocoderConfig.preset("minmo").flow.n_timesteps - 1) * estimator
     )
     backbone_cfg = Qwen2Config.preset("minmo")
-    lm_cfg = SpeechLMConfig.preset("minmo")
-    lm_kv = kv_bytes_per_token(lm_cfg.body)
-    speaking = int(lm_kv * SPEECH_LM_PER_S * SPEAKING_TURN_S) + vocoder_state_bytes(VocoderConfig.preset("minmo"))
+    lm_kv = kv_bytes_per_token(SpeechLMConfig.preset("minmo").body, STAGE_BYTES)
+    turn_kv = int(lm_kv * SPEECH_LM_PER_S * SPEAKING_TURN_S)
+    state = {
+        "encoder": encoder_state_bytes(EncoderConfig.preset("minmo"), STAGE_BYTES),
+        "duplex": duplex_state_bytes(DuplexConfig.preset("minmo"), STAGE_BYTES),
+        "speech_lm": turn_kv // 2,  # a step reads the stream's KV: half a turn on average
+        "vocoder": vocoder_state_bytes(VocoderConfig.preset("minmo"), STAGE_BYTES),
+    }
     activations = {
         "backbone": step_activation_bytes(backbone_cfg, values.max_num_tokens),
         # The engine's p-tuning input sized for the whole in-flight batch (counted as if preallocated).
         "prompt_table": values.max_prompt_embedding_table_size * backbone_cfg.hidden_size * BF16,
-        "speech_lm": instances["speech_lm"] * step_activation_bytes(lm_cfg.body, 21),
-        "encoder": instances["encoder"] * 100_000_000,  # 600 ms chunk through 32 blocks: estimate
-        "duplex": instances["duplex"] * 10_000_000,
-        "vocoder": instances["vocoder"] * 300_000_000,  # 2 CFG x 150 mel frames + HiFT at 24 kHz: estimate
     }
+    # A full step's activations, in every instance at once: they grow with the streams a step batches.
+    for stage in ("speech_lm", "encoder", "duplex", "vocoder"):
+        per_stream = EAGER[stage].activation_per_stream * STAGE_BYTES / FP32
+        activations[stage] = int(instances[stage] * step_batch[stage] * per_stream)
     return Budget(
         weights={name: count(module) for name, module in modules.items()},
         kv_token=kv_bytes_per_token(backbone_cfg),
         speech_lm_kv_token=lm_kv,
-        session_fixed=encoder_state_bytes(EncoderConfig.preset("minmo"))
-        + duplex_state_bytes(DuplexConfig.preset("minmo")),
-        speaking_state=speaking,
+        session_fixed=state["encoder"] + state["duplex"],
+        speaking_state=turn_kv + state["vocoder"],
         activations=activations,
         # The engine process, each KIND_GPU instance and each backbone BLS instance (it moves the
         # prompt table and hidden states through CUDA memory).
         overhead=int(CUDA_CONTEXT * (1 + sum(instances.values()))),
         token2wav_params=token2wav,
         instances=instances,
+        step_batch=step_batch,
+        stream_state=state,
     )
 
 
@@ -163,20 +252,140 @@ class Capacity:
     kv_fraction: float  # kv_cache_free_gpu_mem_fraction that gives the backbone exactly its sessions' KV
 
 
+def weight_bytes(b: Budget, *, backbone_int8: bool) -> int:
+    """Everything loaded: the engine once, each PyTorch stage once per instance."""
+    backbone = b.weights["backbone"].int8_bytes if backbone_int8 else b.weights["backbone"].bf16_bytes
+    stages = sum(b.served_bytes(name) * b.instances[name] for name in STAGES if name != "backbone")
+    return backbone + stages
+
+
 def sessions_per_gpu(b: Budget, *, context: int, backbone_int8: bool) -> Capacity:
-    """Sessions whose whole state fits beside the weights, each with a full ``context`` of KV.
+    """The memory bound: sessions whose whole state fits beside the weights, each with a full ``context`` of KV.
 
     TensorRT-LLM sizes its KV pool as a fraction of the memory free after its engine loads, which
     still includes what the other four models need: the fraction is derived here, not guessed.
     """
     backbone = b.weights["backbone"].int8_bytes if backbone_int8 else b.weights["backbone"].bf16_bytes
-    weights = backbone + sum(w.bf16_bytes for n, w in b.weights.items() if n != "backbone")
     usable = GPU_BYTES * (1 - RESERVE)
-    free = usable - weights - sum(b.activations.values()) - b.overhead
+    free = usable - weight_bytes(b, backbone_int8=backbone_int8) - sum(b.activations.values()) - b.overhead
     per_session = context * b.kv_token + b.session_fixed + SPEAKING_SHARE * b.speaking_state
     sessions = int(free // per_session)
     after_engine = usable - backbone - b.activations["backbone"] - b.activations["prompt_table"] - CUDA_CONTEXT
     return Capacity(sessions, free, sessions * context * b.kv_token / after_engine)
+
+
+@dataclass(frozen=True)
+class StageLoad:
+    """One stage's work per 600 ms window at some number of sessions (estimates).
+
+    ``gpu_ms`` is the GPU time of all its instances (Python instances are separate processes, whose
+    kernels time-slice the GPU rather than overlap); ``busy_ms`` is the wall time of its busiest
+    instance, host launches or GPU, whichever is longer per step.
+    """
+
+    stage: str
+    batch: int  # streams per step (backbone: rows per engine step)
+    steps: int  # per instance per window
+    step_ms: float  # one step's wall time (the mean, when the streams need several steps)
+    gpu_ms: float
+    busy_ms: float
+
+
+def step_gpu_ms(b: Budget, stage: str, streams: int) -> float:
+    """Roofline of one step (weights once + each stream's state, or its FLOPs) plus its kernels' floor."""
+    step = EAGER[stage]
+    read = b.step_read_bytes(stage) + streams * b.stream_state[stage]
+    flops = streams * step.flops_per_stream
+    roofline = max(read / GPU_BANDWIDTH, flops / (PEAK_FLOPS[STAGE_BYTES] * MATMUL_EFFICIENCY))
+    return roofline * 1000 + step.kernel_floor_ms(streams)
+
+
+def eager_load(b: Budget, stage: str, streams: int) -> StageLoad:
+    """A PyTorch stage with ``streams`` live streams spread over its instances; a step takes at most the cap."""
+    step, per_instance = EAGER[stage], math.ceil(streams / b.instances[stage])
+    if per_instance == 0:
+        return StageLoad(stage, 0, 0, 0.0, 0.0, 0.0)
+    passes = math.ceil(per_instance / b.step_batch[stage])
+    small, larger = divmod(per_instance, passes)  # the streams split as evenly as the cap allows
+    sizes = [small + 1] * larger + [small] * (passes - larger)
+    gpu = step.steps_per_window * sum(step_gpu_ms(b, stage, n) for n in sizes)
+    busy = step.steps_per_window * sum(max(step.host_ms(n), step_gpu_ms(b, stage, n)) for n in sizes)
+    steps = step.steps_per_window * passes
+    return StageLoad(stage, sizes[0], steps, busy / steps, b.instances[stage] * gpu, busy)
+
+
+def backbone_load(b: Budget, sessions: int, speaking: int, *, context: int, backbone_int8: bool) -> StageLoad:
+    """The engine: 5 decode steps per window for the speaking sessions, every session's listen prefill in flight.
+
+    Each step reads the weights once and the KV of the sequences it runs: every speaking session's, and
+    a fifth of the listening sessions' (each sends one 5-row prefill per window); all at ``context``.
+    """
+    weights = b.weights["backbone"].int8_bytes if backbone_int8 else b.weights["backbone"].bf16_bytes
+    rows = speaking + sessions  # 1 token per speaking session + 5 listen rows per session over 5 steps
+    read = weights + (speaking + sessions / BACKBONE_STEPS) * context * b.kv_token
+    flops = 2 * b.weights["backbone"].linear_params * rows
+    step = 1000 * max(read / GPU_BANDWIDTH, flops / (PEAK_FLOPS[BF16] * MATMUL_EFFICIENCY))
+    bls = (BACKBONE_STEPS * speaking + sessions) * BLS_MS_PER_RESPONSE / b.instances["backbone"]
+    return StageLoad("backbone", rows, BACKBONE_STEPS, step, BACKBONE_STEPS * step, max(BACKBONE_STEPS * step, bls))
+
+
+def window_load(b: Budget, sessions: int, *, context: int, backbone_int8: bool) -> list[StageLoad]:
+    """Every stage's load per window; every session listens (full duplex), a share of them also speaks."""
+    speaking = math.ceil(SPEAKING_SHARE * sessions)
+    return [
+        eager_load(b, "encoder", sessions),
+        backbone_load(b, sessions, speaking, context=context, backbone_int8=backbone_int8),
+        eager_load(b, "duplex", sessions),
+        eager_load(b, "speech_lm", speaking),
+        eager_load(b, "vocoder", speaking),
+    ]
+
+
+@dataclass(frozen=True)
+class ComputeBound:
+    sessions: int
+    limit: str  # what runs out first: the shared GPU, or one stage's busiest instance
+
+
+def overload(loads: list[StageLoad]) -> str | None:
+    """What cannot keep real time (None: everything fits in REALTIME_LOAD of the window)."""
+    budget = REALTIME_LOAD * WINDOW_MS
+    if sum(load.gpu_ms for load in loads) > budget:
+        return "GPU time of all stages"
+    for load in loads:
+        if load.busy_ms > budget:
+            return f"{load.stage} instance"
+    return None
+
+
+def compute_bound(b: Budget, *, context: int, backbone_int8: bool, most: int = 1024) -> ComputeBound:
+    """The batched-compute bound: most sessions whose every window's work keeps real time."""
+    for sessions in range(1, most + 1):
+        limit = overload(window_load(b, sessions, context=context, backbone_int8=backbone_int8))
+        if limit is not None:
+            return ComputeBound(sessions - 1, limit)
+    return ComputeBound(most, "none below the search limit")
+
+
+@dataclass(frozen=True)
+class SessionBound:
+    memory: Capacity
+    compute: ComputeBound
+
+    @property
+    def sessions(self) -> int:
+        return min(self.memory.sessions, self.compute.sessions)
+
+    @property
+    def bound(self) -> str:
+        return "memory" if self.memory.sessions <= self.compute.sessions else "compute"
+
+
+def session_bound(b: Budget, *, context: int, backbone_int8: bool) -> SessionBound:
+    return SessionBound(
+        sessions_per_gpu(b, context=context, backbone_int8=backbone_int8),
+        compute_bound(b, context=context, backbone_int8=backbone_int8),
+    )
 
 
 def floor_ms(nbytes: float) -> float:
@@ -195,27 +404,36 @@ def mb(n: float) -> str:
     return f"{n / 1e6:.1f}"
 
 
-def render(b: Budget) -> str:
+def _weights_table(b: Budget) -> list[str]:
     w = b.weights
-    lines = ["## Memory and latency budget: minmo sizes on one L20 (48 GB, 864 GB/s)", ""]
-    lines += [
+    lines = [
         "### Weights per stage",
         "",
-        "| stage | parameters | bf16 GB | int8 weight-only GB |",
-        "|---|---:|---:|---:|",
+        "| stage | parameters | bf16 GB | int8 weight-only GB | served GB (dtype x instances) |",
+        "|---|---:|---:|---:|---:|",
     ]
+    served_name = {FP32: "fp32", BF16: "bf16"}[STAGE_BYTES]
     for name in STAGES:
-        lines.append(f"| {name} | {w[name].params:,} | {gb(w[name].bf16_bytes)} | {gb(w[name].int8_bytes)} |")
+        if name == "backbone":
+            served = f"{gb(w[name].bf16_bytes)} (engine, bf16)"
+        else:
+            served = f"{gb(b.served_bytes(name) * b.instances[name])} ({served_name} x {b.instances[name]})"
+        lines.append(
+            f"| {name} | {w[name].params:,} | {gb(w[name].bf16_bytes)} | {gb(w[name].int8_bytes)} | {served} |"
+        )
     total = sum(x.params for x in w.values())
     lines.append(
         f"| **all five** | {total:,} | {gb(sum(x.bf16_bytes for x in w.values()))} | "
-        f"{gb(sum(x.int8_bytes for x in w.values()))} |"
+        f"{gb(sum(x.int8_bytes for x in w.values()))} | {gb(weight_bytes(b, backbone_int8=False))} |"
     )
+    return lines
+
+
+def _state_table(b: Budget) -> list[str]:
     per_s_listen = b.kv_token * FRAMES_PER_S
     per_s_both = b.kv_token * (FRAMES_PER_S + TEXT_PER_S)
-    lines += [
-        "",
-        "### Per-session state (bf16)",
+    lines = [
+        "### Per-session state (backbone KV bf16; the PyTorch stages' state as served)",
         "",
         "| item | size |",
         "|---|---:|",
@@ -227,42 +445,91 @@ def render(b: Budget) -> str:
     for ctx in (4096, 8192, 32768):
         lines.append(f"| backbone KV at a {ctx // 1024}k context | {gb(ctx * b.kv_token)} GB |")
     lines += [
-        f"| speech-LM KV per position (24 x 2 x 64 x 2 x 2 B) | {b.speech_lm_kv_token:,} B |",
+        f"| speech-LM KV per position (24 x 2 x 64 x 2 x {STAGE_BYTES} B) | {b.speech_lm_kv_token:,} B |",
         f"| speech LM, one {SPEAKING_TURN_S} s turn ({SPEECH_LM_PER_S:.1f} positions/s) | "
         f"{mb(b.speech_lm_kv_token * SPEECH_LM_PER_S * SPEAKING_TURN_S)} MB |",
         f"| vocoder stream (flow estimator K/V, 100 frames x 56 blocks x 10 steps x 2 CFG) | "
-        f"{mb(vocoder_state_bytes(VocoderConfig.preset('minmo')))} MB |",
+        f"{mb(b.stream_state['vocoder'])} MB |",
         f"| encoder + duplex streams | {mb(b.session_fixed)} MB |",
     ]
-    lines += ["", "### Activations and fixed overheads (estimates)", "", "| item | GB |", "|---|---:|"]
+    return lines
+
+
+def _activation_table(b: Budget) -> list[str]:
+    lines = ["### Activations and fixed overheads (estimates)", "", "| item | GB |", "|---|---:|"]
     for name, nbytes in b.activations.items():
         if name == "prompt_table":
             label = "backbone prompt_embedding_table (max_prompt_embedding_table_size x 3584 x 2 B)"
         elif name == "backbone":
             label = "backbone activations (engine, one max_num_tokens step)"
         else:
-            label = f"{name} activations ({b.instances[name]} instance(s))"
+            label = f"{name} activations ({b.instances[name]} instance(s) x {b.step_batch[name]} streams per step)"
         lines.append(f"| {label} | {gb(nbytes)} |")
     lines.append(
         f"| CUDA contexts ({b.overhead / CUDA_CONTEXT:.0f} processes x {gb(CUDA_CONTEXT)} GB) | {gb(b.overhead)} |"
     )
-    lines += [
+    return lines
+
+
+def _step_table(b: Budget) -> list[str]:
+    lines = [
+        "### One batched step of each PyTorch stage (estimates)",
         "",
+        "| stage | steps per stream per 600 ms | streams per step (cap) | host ms, 1 stream / cap | "
+        "GPU ms, 1 stream / cap |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for stage in ("encoder", "duplex", "speech_lm", "vocoder"):
+        step, cap = EAGER[stage], b.step_batch[stage]
+        lines.append(
+            f"| {stage} | {step.steps_per_window} | {cap} | {ms(step.host_ms(1))} / {ms(step.host_ms(cap))} | "
+            f"{ms(step_gpu_ms(b, stage, 1))} / {ms(step_gpu_ms(b, stage, cap))} |"
+        )
+    return lines
+
+
+def _sessions_table(b: Budget) -> list[str]:
+    lines = [
         "### Sessions per L20 (all five models on one GPU)",
         "",
         "| backbone weights | context cap | GB left for session state | sessions (memory) | "
-        "kv_cache_free_gpu_mem_fraction |",
-        "|---|---:|---:|---:|---:|",
+        "kv_cache_free_gpu_mem_fraction | sessions (compute) | compute limit | sessions | bound |",
+        "|---|---:|---:|---:|---:|---:|---|---:|---|",
     ]
     for int8 in (False, True):
         for ctx in (4096, 8192):
-            cap = sessions_per_gpu(b, context=ctx, backbone_int8=int8)
+            row = session_bound(b, context=ctx, backbone_int8=int8)
+            cap = row.memory
             lines.append(
                 f"| {'int8' if int8 else 'bf16'} | {ctx // 1024}k | {gb(cap.free_bytes)} | {cap.sessions} | "
-                f"{cap.kv_fraction:.2f} |"
+                f"{cap.kv_fraction:.2f} | {row.compute.sessions} | {row.compute.limit} | {row.sessions} | "
+                f"{row.bound} |"
             )
-    lines += [
+    return lines
+
+
+def _load_table(b: Budget, *, context: int) -> list[str]:
+    bound = compute_bound(b, context=context, backbone_int8=False)
+    loads = window_load(b, bound.sessions, context=context, backbone_int8=False)
+    lines = [
+        f"### Load per 600 ms at the compute bound (bf16 backbone, {context // 1024}k context, "
+        f"{bound.sessions} sessions)",
         "",
+        "| stage | streams (rows) per step | steps per instance | ms per step | busiest instance ms | GPU ms |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for load in loads:
+        lines.append(
+            f"| {load.stage} | {load.batch} | {load.steps} | {ms(load.step_ms)} | {ms(load.busy_ms)} | "
+            f"{ms(load.gpu_ms)} |"
+        )
+    lines.append(f"| **all** | | | | | {ms(sum(load.gpu_ms for load in loads))} |")
+    return lines
+
+
+def _floor_table(b: Budget) -> list[str]:
+    w = b.weights
+    lines = [
         "### Bandwidth floor per step (weights read once per step) vs the paper's L20 figures",
         "",
         "| step | paper L20 ms | floor bf16 ms | floor int8 ms |",
@@ -282,39 +549,52 @@ def render(b: Budget) -> str:
         f"{ms(floor_ms(w['backbone'].int8_bytes))} |"
     )
     lines.append(f"| speech LM, per token | | {ms(floor_ms(lm.bf16_bytes))} | {ms(floor_ms(lm.int8_bytes))} |")
-    row = sessions_per_gpu(b, context=4096, backbone_int8=False)
-    step = floor_ms(w["backbone"].bf16_bytes + row.sessions * 4096 * b.kv_token)
-    lines += [
-        "",
-        *ASSUMPTIONS,
-        "",
-        f"Session counts are memory bounds. Decode bandwidth is not the limit before them: one step for a batch of "
-        f"all {row.sessions} bf16/4k sessions reads weights + their KV in {step:.0f} ms, against the 120 ms that 5 "
-        "tokens per 600 ms allow. Prefill, encoder and token2wav compute were not measured.",
-    ]
+    return lines
+
+
+def render(b: Budget, *, context: int = 8192) -> str:
+    """The Markdown report; ``context`` is the row the per-stage load table details (the values file's)."""
+    lines = ["## Memory and compute budget: minmo sizes on one L20 (48 GB, 864 GB/s)", ""]
+    for table in (_weights_table(b), _state_table(b), _activation_table(b), _step_table(b), _sessions_table(b)):
+        lines += [*table, ""]
+    lines += [*_load_table(b, context=context), "", *_floor_table(b), "", *ASSUMPTIONS]
     return "\n".join(lines) + "\n"
 
 
 ASSUMPTIONS = [
     "Assumptions: 48e9 B of GPU memory with 5% kept free; one CUDA context of 0.5 GB per GPU process "
     "(the TensorRT-LLM backend, each KIND_GPU Python instance and each backbone BLS instance of the values file); "
-    "every stage in bf16 except where int8 weight-only is named (nn.Linear weights at 1 byte, scales neglected); "
-    f"a session's backbone context capped at the engine's max_seq_len (longer ones are truncated); "
+    "the backbone engine in bf16 or int8 weight-only (nn.Linear weights at 1 byte, scales neglected); the four "
+    "PyTorch stages as served: float32 weights, state and activations, one copy per instance; "
+    "a session's backbone context capped at the engine's max_seq_len (longer ones are truncated); "
     f"{SPEAKING_SHARE:.0%} of sessions speaking at once; a speaking session holds a {SPEAKING_TURN_S} s "
     "speech-LM turn and one vocoder stream; the listen fork shares its prefix KV blocks (KV-cache reuse). "
-    "Activation rows are estimates (backbone: the engine's max_num_tokens=8192 step; encoder/vocoder: rounded up). "
-    "Floors divide the weight bytes one step reads by 864 GB/s: KV reads, compute, launch and batching are "
-    "ignored, so real step times are higher; the duplex and token2wav steps are compute-bound, so their floors "
-    "say only that weight traffic is not their limit. Nothing here was measured on a GPU.",
+    "Activation rows are estimates (backbone: the engine's max_num_tokens step; the PyTorch stages: the peak "
+    "live bytes of one stream's step traced on the meta device, times the streams a step batches).",
+    "",
+    "Sessions are the smaller of two bounds. Memory: every session's state fits beside the weights, activations "
+    "and CUDA contexts. Compute: every session listens all the time (an encoder chunk, a 5-row backbone prefill "
+    f"and 5 duplex frames per 600 ms) and {SPEAKING_SHARE:.0%} also speak (5 backbone tokens, 15 speech-LM "
+    f"tokens, one token2wav chunk per 600 ms); each stage's work per 600 ms must fit in {REALTIME_LOAD:.0%} of "
+    "it, on its busiest instance and summed over all stages on the one GPU (Python instances time-slice it). "
+    "A batched step reads its weights once for all its streams plus each stream's KV or cache (at 864 GB/s) or "
+    f"runs their FLOPs (at {MATMUL_EFFICIENCY:.0%} of 119.5 TFLOPS bf16 / 59.8 TFLOPS fp32), whichever is "
+    f"longer, plus {GPU_US_PER_KERNEL:.0f} us of GPU per kernel; the backbone's context is the row's cap for "
+    f"every session. The PyTorch stages launch eagerly: {HOST_US_PER_KERNEL:.0f} us of host time per "
+    f"kernel-launching op, {HOST_US_PER_VIEW} us per view, {HOST_US_PER_SYNC:.0f} us per host sync (calibrated "
+    "on a CPU run of a width-shrunk speech LM, op counts traced on the meta device); the backbone BLS spends "
+    f"{BLS_MS_PER_RESPONSE} ms of Python per response. These are estimates, not GPU measurements. Nothing here "
+    "was measured on a GPU.",
 ]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="memory_budget", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, help="also write the Markdown table to this file")
-    parser.add_argument("--values", type=Path, default=VALUES, help="the GPU values file (instances, max_num_tokens)")
+    parser.add_argument("--values", type=Path, default=VALUES, help="the GPU values file (instances, step caps)")
     args = parser.parse_args(argv)
-    text = render(make_budget(GpuValues.load(args.values)))
+    values = GpuValues.load(args.values)
+    text = render(make_budget(values), context=values.max_seq_len)
     print(text, end="")
     if args.out:
         args.out.write_text(text)

@@ -93,16 +93,20 @@ def markdown(result: dict[str, Any]) -> str:
     lines += [_stage_row(level) for level in result["levels"]]
     lines += [
         "",
-        "Triton per model over each level's conversations (statistics API diff; work = the models' own "
-        "compute counter, which also covers decoupled streams):",
+        "Triton per model over each level's conversations (statistics API diff; work = the time the model "
+        "was busy, from its own counter, which also covers decoupled streams; streams/step = the mean of "
+        "`minmo_batch_size`, how many streams one batched step served):",
         "",
     ]
-    lines += ["| N | model | requests | queue ms | execute ms | work ms |", "| --- | --- | --- | --- | --- | --- |"]
+    lines += [
+        "| N | model | requests | queue ms | execute ms | work ms | steps | streams/step |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for level in result["levels"]:
         for m in level["triton"]:
             lines.append(
                 f"| {level['n']} | {m['model']} | {m['requests']} | {m['queue_ms']:.1f} | "
-                f"{m['execute_ms']:.1f} | {m['work_ms']:.1f} |"
+                f"{m['execute_ms']:.1f} | {m['work_ms']:.1f} | {m.get('steps', 0)} | {m.get('mean_batch', 0.0):.2f} |"
             )
     return "\n".join(lines) + "\n"
 

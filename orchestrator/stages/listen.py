@@ -1,9 +1,10 @@
-"""The listen path: every PCM chunk goes encoder -> backbone append -> duplex, in order.
+"""The listen path: PCM goes encoder -> backbone append -> duplex, in order, one encoder chunk at a time.
 
-It owns the encoder and duplex streams; where the embeddings are appended is the caller's choice
-(``append_speech``): the session context while the assistant is silent, a fork of it while the
-assistant speaks. Per chunk it returns the new embeddings, their hidden states and the duplex
-probabilities.
+It owns the encoder and duplex streams (the encoder behind an :class:`EncoderFeed`, which sends
+audio only when it completes a chunk: a push below that returns an empty step without a call);
+where the embeddings are appended is the caller's choice (``append_speech``): the session context
+while the assistant is silent, a fork of it while the assistant speaks. Per push it returns the new
+embeddings, their hidden states and the duplex probabilities.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from orchestrator.stages.encoder_feed import EncoderFeed
 from orchestrator.stages.ids import new_stream_id
 from orchestrator.triton.routed import ModelCalls
 
@@ -32,25 +34,22 @@ class ListenPath:
     def __init__(self, models: ModelCalls, append_speech: AppendSpeech) -> None:
         self._models = models
         self.append_speech = append_speech
-        self.encoder_id = new_stream_id()
+        self.encoder = EncoderFeed(models)
         self.duplex_id = new_stream_id()
-        self._encoder_started = False
         self._duplex_started = False
+
+    @property
+    def encoder_id(self) -> int:
+        return self.encoder.sequence_id
 
     async def push(self, pcm: np.ndarray, *, speaking: bool, end: bool = False) -> ListenStep:
         """Encode one chunk of 16 kHz float32 PCM; ``end`` flushes and closes the encoder stream."""
         timings: dict[str, float] = {}
         started = time.perf_counter()
-        encoded = await self._models.infer(
-            "encoder",
-            {"AUDIO": pcm.astype(np.float32)},
-            sequence_id=self.encoder_id,
-            start=not self._encoder_started,
-            end=end,
-        )
-        self._encoder_started = not end
-        timings["encoder"] = (time.perf_counter() - started) * 1000
-        embeddings = encoded["EMBEDDINGS"]
+        requests = self.encoder.requests
+        embeddings = await self.encoder.push(pcm, end=end)
+        if self.encoder.requests > requests:
+            timings["encoder"] = (time.perf_counter() - started) * 1000
         if embeddings.shape[0] == 0:
             return ListenStep(embeddings, embeddings, np.zeros((0, 3), np.float32), timings)
         started = time.perf_counter()
@@ -77,8 +76,4 @@ class ListenPath:
                 end=True,
             )
             self._duplex_started = False
-        if self._encoder_started:
-            await self._models.infer(
-                "encoder", {"AUDIO": np.zeros(0, np.float32)}, sequence_id=self.encoder_id, end=True
-            )
-            self._encoder_started = False
+        await self.encoder.close()

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from orchestrator.audio import MODEL_RATE
+from orchestrator.stages.encoder_feed import EncoderFeed
 from orchestrator.stages.ids import new_stream_id
 from orchestrator.tasks.prompts import TaskInputError, transcribe_spec
 from orchestrator.tasks.streams import closing, drain, end_backbone_session
@@ -78,9 +79,8 @@ class _Streams:
 
     backbone: ModelStream
     session_id: int
-    encoder_id: int
+    encoder: EncoderFeed
     session_open: bool = False
-    encoder_open: bool = False
 
 
 class Transcriber:
@@ -104,7 +104,7 @@ class Transcriber:
         spec = transcribe_spec(task, target_language, max_new_tokens=self.config.max_new_tokens)
         open_ids = self._prompt.user_speech_open(spec.instruction)
         answer_ids = self._prompt.user_speech_close() + self._prompt.assistant_open()
-        streams = _Streams(self._models.open_stream("backbone"), new_stream_id(), new_stream_id())
+        streams = _Streams(self._models.open_stream("backbone"), new_stream_id(), EncoderFeed(self._models))
         try:
             await drain(
                 streams.backbone.request(
@@ -142,19 +142,12 @@ class Transcriber:
                     f"audio is longer than {self.config.max_audio_seconds:g} s; split it into several requests"
                 )
             await self._encode(pcm, streams, end=False)
-        if not streams.encoder_open:
+        if not received:
             raise TaskInputError("no audio arrived; send at least one audio chunk after the config")
         await self._encode(np.zeros(0, np.float32), streams, end=True)
 
     async def _encode(self, pcm: np.ndarray, streams: _Streams, *, end: bool) -> None:
-        start = not streams.encoder_open
-        streams.encoder_open = True
-        encoded = await self._models.infer(
-            "encoder", {"AUDIO": pcm}, sequence_id=streams.encoder_id, start=start, end=end
-        )
-        if end:
-            streams.encoder_open = False
-        embeddings = encoded["EMBEDDINGS"]
+        embeddings = await streams.encoder.push(pcm, end=end)
         if embeddings.shape[0]:
             await drain(
                 streams.backbone.request(
@@ -166,10 +159,7 @@ class Transcriber:
         """End what is open on Triton; best effort within a deadline, so a failing server cannot hang the caller."""
         try:
             async with asyncio.timeout(self.config.cleanup_timeout_s):
-                if streams.encoder_open:
-                    await self._models.infer(
-                        "encoder", {"AUDIO": np.zeros(0, np.float32)}, sequence_id=streams.encoder_id, end=True
-                    )
+                await streams.encoder.close()
                 if streams.session_open:
                     await end_backbone_session(self._models, streams.backbone, streams.session_id)
         except (TritonStageError, TimeoutError) as exc:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from services.backbone.backbone import Backbone, BackboneSession, GeneratedToken
+from services.backbone.backbone import Backbone, BackboneSession, BackboneStep, GeneratedToken, Generation, StepOutput
 from services.backbone.kv_cache import KVCache
 from services.backbone.prompt import ChatPrompt, Segment, SpeechSlot, SpeechTurn, TextTurn, feed
 from services.backbone.qwen2 import Qwen2Config, Qwen2Model, init_qwen2_weights
@@ -22,8 +22,10 @@ __all__ = [
     "Backbone",
     "BackboneConfig",
     "BackboneSession",
+    "BackboneStep",
     "ChatPrompt",
     "GeneratedToken",
+    "Generation",
     "KVCache",
     "Qwen2Config",
     "Qwen2Model",
@@ -31,6 +33,7 @@ __all__ = [
     "SmokeByteTokenizer",
     "SpeechSlot",
     "SpeechTurn",
+    "StepOutput",
     "TextTurn",
     "Tokenizer",
     "build_smoke",

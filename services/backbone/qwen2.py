@@ -1,13 +1,20 @@
-"""A Qwen2-architecture decoder with Hugging Face parameter names, batch size one, KV-cached.
+"""A Qwen2-architecture decoder with Hugging Face parameter names, KV-cached, for many streams at once.
 
 Both the MinMo backbone (Qwen2.5-7B-Instruct) and the CosyVoice 2 speech-token LM (a Qwen2.5-0.5B
 body) are this decoder, so the real checkpoints load by key name. The math follows HF
 ``modeling_qwen2``: pre-norm blocks, RMSNorm computed in float32, rotate-half RoPE, GQA attention
 with q/k/v biases and no output bias, SwiGLU MLP without biases.
+
+Streams are served *packed*: the new rows of every stream (a prefill's hundreds, a decode step's
+one) are concatenated into one ``[T, hidden]`` matrix, so every projection, norm and MLP reads its
+weights once per step for all streams; only attention runs per stream, against that stream's own
+KV cache (contexts are ragged, and copying them into a padded batch every step would cost more
+than the per-stream calls on a CPU). One stream is the special case of a batch of one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Self
 
@@ -118,31 +125,40 @@ class Qwen2Attention(nn.Module):
         self.v_proj = nn.Linear(config.hidden_size, kv_width, bias=True)
         self.o_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=False)
 
-    def forward(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None, start: int
-    ) -> torch.Tensor:
-        n = x.shape[0]
-        q = self.q_proj(x).view(n, self.num_heads, self.head_dim).transpose(0, 1)
-        k = self.k_proj(x).view(n, self.num_kv_heads, self.head_dim).transpose(0, 1)
-        v = self.v_proj(x).view(n, self.num_kv_heads, self.head_dim).transpose(0, 1)
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, streams: _Packing) -> torch.Tensor:
+        """``x``: the packed new rows ``[T, hidden]`` of all streams; ``cos``/``sin``: ``[T, head_dim]``."""
+        t = x.shape[0]
+        q = self.q_proj(x).view(t, self.num_heads, self.head_dim)
+        k = self.k_proj(x).view(t, self.num_kv_heads, self.head_dim)
+        v = self.v_proj(x).view(t, self.num_kv_heads, self.head_dim)
+        cos, sin = cos[:, None, :], sin[:, None, :]
         q = q * cos + _rotate_half(q) * sin
         k = k * cos + _rotate_half(k) * sin
-        if cache is not None:
-            k, v = cache.write(self.layer_idx, start, k, v)
-        mask: torch.Tensor | None = None
-        causal = False
-        if n > 1 and start == 0:
-            causal = True
-        elif n > 1:
-            # New rows may see the whole cached prefix and the new positions up to their own.
-            key_pos = torch.arange(start + n, device=x.device)
-            query_pos = torch.arange(start, start + n, device=x.device)
-            mask = key_pos[None, :] <= query_pos[:, None]
-        # 4-D inputs: torch's CPU flash kernel only takes batched tensors (3-D falls back to math).
-        out = F.scaled_dot_product_attention(
-            q[None], k[None], v[None], attn_mask=mask, is_causal=causal, enable_gqa=True
-        )[0]
-        return self.o_proj(out.transpose(0, 1).reshape(n, -1))
+        outs = []
+        for (begin, end), cache, start in zip(streams.rows, streams.caches, streams.starts, strict=True):
+            qi, ki, vi = (r[begin:end].transpose(0, 1) for r in (q, k, v))
+            if cache is not None:
+                ki, vi = cache.write(self.layer_idx, start, ki, vi)
+            outs.append(_attend(qi, ki, vi, start))
+        out = outs[0] if len(outs) == 1 else torch.cat(outs)
+        return self.o_proj(out.reshape(t, -1))
+
+
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start: int) -> torch.Tensor:
+    """Causal attention of ``n`` new rows (``q`` ``[heads, n, d]``) after ``start`` cached ones; ``[n, heads, d]``."""
+    n = q.shape[1]
+    mask: torch.Tensor | None = None
+    causal = False
+    if n > 1 and start == 0:
+        causal = True
+    elif n > 1:
+        # New rows may see the whole cached prefix and the new positions up to their own.
+        key_pos = torch.arange(start + n, device=q.device)
+        query_pos = torch.arange(start, start + n, device=q.device)
+        mask = key_pos[None, :] <= query_pos[:, None]
+    # 4-D inputs: torch's CPU flash kernel only takes batched tensors (3-D falls back to math).
+    out = F.scaled_dot_product_attention(q[None], k[None], v[None], attn_mask=mask, is_causal=causal, enable_gqa=True)
+    return out[0].transpose(0, 1)
 
 
 class Qwen2MLP(nn.Module):
@@ -164,10 +180,8 @@ class Qwen2DecoderLayer(nn.Module):
         self.input_layernorm = Qwen2RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.post_attention_layernorm = Qwen2RMSNorm(config.hidden_size, config.rms_norm_eps)
 
-    def forward(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None, start: int
-    ) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache, start)
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, streams: _Packing) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, streams)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -203,34 +217,80 @@ class Qwen2Model(nn.Module):
 
     def forward(self, inputs_embeds: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """Run ``inputs_embeds`` [n, hidden] after the cached prefix (or from position 0 without a cache)."""
-        if inputs_embeds.dim() != 2 or inputs_embeds.shape[1] != self.config.hidden_size:
-            raise ValueError(f"inputs_embeds must be [n, {self.config.hidden_size}], got {tuple(inputs_embeds.shape)}")
-        n = inputs_embeds.shape[0]
-        if cache is not None:
-            start = cache.reserve(n)
-        elif n > self.config.max_position_embeddings:
-            raise ValueError(f"{n} positions exceed max_position_embeddings {self.config.max_position_embeddings}")
-        else:
-            start = 0
-        cos, sin = self._rotary(start, n, inputs_embeds)
-        x = inputs_embeds
+        if cache is None:
+            self._check_width(inputs_embeds)
+            if inputs_embeds.shape[0] > self.config.max_position_embeddings:
+                raise ValueError(
+                    f"{inputs_embeds.shape[0]} positions exceed max_position_embeddings "
+                    f"{self.config.max_position_embeddings}"
+                )
+            return self._run(inputs_embeds, _Packing([(0, inputs_embeds.shape[0])], [None], [0]))
+        return self.forward_packed([inputs_embeds], [cache])[0]
+
+    def forward_packed(self, inputs: Sequence[torch.Tensor], caches: Sequence[KVCache]) -> list[torch.Tensor]:
+        """Append ``inputs[i]`` ([n_i, hidden], n_i >= 1) to ``caches[i]`` for every stream in one pass.
+
+        Returns each stream's last-layer states (after the final norm) ``[n_i, hidden]``. The caches
+        must be distinct. Atomic: if anything raises, no cache's length changes (rows past a cache's
+        length are scratch space), so the caller may retry the streams one at a time.
+        """
+        if len(inputs) != len(caches) or not inputs:
+            raise ValueError(f"forward_packed needs one cache per input: {len(inputs)} inputs, {len(caches)} caches")
+        if len({id(c) for c in caches}) != len(caches):
+            raise ValueError("forward_packed got the same cache twice: one stream per batch row")
+        rows, starts, begin = [], [], 0
+        for x in inputs:
+            self._check_width(x)
+            if x.shape[0] == 0:
+                raise ValueError("forward_packed got an empty input: every stream must append at least one row")
+            rows.append((begin, begin + x.shape[0]))
+            begin += x.shape[0]
+        for x, cache in zip(inputs, caches, strict=True):
+            starts.append(cache.reserve(x.shape[0]))
+        packed = inputs[0] if len(inputs) == 1 else torch.cat(list(inputs))
+        hidden = self._run(packed, _Packing(rows, list(caches), starts))
+        for x, cache in zip(inputs, caches, strict=True):
+            cache.commit(x.shape[0])
+        return list(hidden.split([end - begin for begin, end in rows]))
+
+    def _check_width(self, x: torch.Tensor) -> None:
+        if x.dim() != 2 or x.shape[1] != self.config.hidden_size:
+            raise ValueError(f"inputs_embeds must be [n, {self.config.hidden_size}], got {tuple(x.shape)}")
+
+    def _run(self, x: torch.Tensor, streams: _Packing) -> torch.Tensor:
+        positions = torch.cat(
+            [
+                torch.arange(start, start + end - begin, device=x.device, dtype=torch.float32)
+                for (begin, end), start in zip(streams.rows, streams.starts, strict=True)
+            ]
+        )
+        cos, sin = self._rotary_at(positions, x)
         for layer in self.layers:
-            x = layer(x, cos, sin, cache, start)
-        if cache is not None:
-            cache.commit(n)
+            x = layer(x, cos, sin, streams)
         return self.norm(x)
 
     def _rotary(self, start: int, n: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # float32 as in HF, whatever the model dtype.
+        return self._rotary_at(torch.arange(start, start + n, device=like.device, dtype=torch.float32), like)
+
+    def _rotary_at(self, positions: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``cos``/``sin`` ``[T, head_dim]`` of float32 ``positions`` (float32 as in HF, whatever the model dtype)."""
         inv_freq = self._inv_freq
         if inv_freq is None or inv_freq.device != like.device:
             dim = self.config.head_dim
             exponents = torch.arange(0, dim, 2, dtype=torch.int64, device=like.device).float() / dim
             inv_freq = self._inv_freq = 1.0 / (self.config.rope_theta**exponents)
-        positions = torch.arange(start, start + n, device=like.device, dtype=torch.float32)
         freqs = torch.outer(positions, inv_freq)
         emb = torch.cat((freqs, freqs), dim=-1)
         return emb.cos().to(like.dtype), emb.sin().to(like.dtype)
+
+
+@dataclass(frozen=True)
+class _Packing:
+    """Where each stream's rows sit in a packed pass: row span, its cache (None: no cache), first position."""
+
+    rows: list[tuple[int, int]]
+    caches: list[KVCache | None]
+    starts: list[int]
 
 
 def init_qwen2_weights(module: nn.Module, std: float = 0.02) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from services.common.seeding import seeded
 from services.common.weights import WeightsError, load_stage_tensors, load_state_strict, read_stage_config, save_stage
+from services.duplex.batch import DuplexWork, score_batch
 from services.duplex.config import DuplexConfig
 from services.duplex.fingerprint import weights_fingerprint
 from services.duplex.model import Decision, DuplexPredictor, DuplexStream
@@ -23,10 +24,12 @@ __all__ = [
     "DuplexConfig",
     "DuplexPredictor",
     "DuplexStream",
+    "DuplexWork",
     "build_smoke",
     "check_fingerprint",
     "load",
     "save",
+    "score_batch",
     "weights_fingerprint",
 ]
 

@@ -8,19 +8,23 @@ import torch
 
 from services.common.seeding import seeded
 from services.common.weights import load_stage_tensors, load_state_strict, read_stage_config, save_stage
+from services.encoder.batch import EncoderWork, encode_batch
 from services.encoder.config import EncoderConfig, count_fbank_frames, count_output_frames
-from services.encoder.model import SpeechEncoder
+from services.encoder.model import EncoderState, SpeechEncoder
 from services.encoder.stream import EncoderStream
 
 STAGE = "encoder"
 
 __all__ = [
     "EncoderConfig",
+    "EncoderState",
     "EncoderStream",
+    "EncoderWork",
     "SpeechEncoder",
     "build_smoke",
     "count_fbank_frames",
     "count_output_frames",
+    "encode_batch",
     "load",
     "save",
 ]

@@ -1,15 +1,16 @@
 """The voice encoder stage: fbank/LFR/CMVN -> SAN-M encoder -> input projector -> LLM-width embeddings.
 
-One function, :meth:`SpeechEncoder.forward_frames`, runs the network on a run of LFR frames that starts
-on a chunk boundary, given per-layer caches of earlier layer inputs. The whole-utterance path calls it
-once without caches; :class:`~services.encoder.stream.EncoderStream` calls it per completed chunk.
+One function, :meth:`SpeechEncoder.forward_packed`, runs the network on the new LFR frames of many
+streams at once, given each stream's :class:`EncoderState` (position and per-layer K/V caches). The
+whole-utterance path (:meth:`SpeechEncoder.forward_frames`) is that call for one stream with empty
+caches; :func:`~services.encoder.batch.encode_batch` is it for the streams of a scheduler step.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -19,32 +20,45 @@ from torch import nn
 
 from services.encoder.config import EncoderConfig
 from services.encoder.frontend import Cmvn, FbankExtractor, LfrStacker, validate_pcm
-from services.encoder.layers import EncoderLayerSANM, TransformerLayer, sinusoidal_encoding
+from services.encoder.layers import EncoderLayerSANM, RowLayout, TransformerLayer, sinusoidal_encoding
 
 if TYPE_CHECKING:
     from services.encoder.stream import EncoderStream
 
 
-@dataclass
-class LayerCaches:
-    """Streaming state of the network: next LFR index and each layer's recent inputs."""
+@dataclass(frozen=True)
+class EncoderState:
+    """Streaming state of one stream's network: next LFR index and the K/V of each layer's last frames.
 
-    start: int = 0
-    encoder: list[torch.Tensor | None] = field(default_factory=list)
-    tp: list[torch.Tensor | None] = field(default_factory=list)
-    projector: list[torch.Tensor | None] = field(default_factory=list)
+    ``sanm`` is ``[num_blocks + tp_blocks, context_frames, 2*d_model]``, ``projector``
+    ``[projector_layers, projector.keep, 2*llm_dim]``; rows before frame 0 are zeros. Both have a
+    fixed size, so the states of many streams stack into one batch without padding.
+    """
+
+    start: int
+    sanm: torch.Tensor
+    projector: torch.Tensor
 
 
-def _run_layers(
-    layers: Iterable[nn.Module], x: torch.Tensor, caches: list[torch.Tensor | None] | None, start: int, keep: int
-) -> torch.Tensor:
+def kv_buffer(caches: Sequence[torch.Tensor], new_rows: int) -> torch.Tensor:
+    """``[B, layers, keep + new_rows, 2*d]``: each stream's cached K/V, then room for this step's.
+
+    The step's only copy of the caches: every layer writes its new keys and values in place after
+    them, and each stream's next cache is a view of it (:meth:`RowLayout.shift`). It is a fresh
+    tensor, so a step that fails midway has written into no stream's state.
+    """
+    first = caches[0]
+    layers, keep, width = first.shape
+    buffer = first.new_empty(len(caches), layers, keep + new_rows, width)
+    for b, cache in enumerate(caches):
+        buffer[b, :, :keep] = cache
+    return buffer
+
+
+def _run_layers(layers: Iterable[nn.Module], x: torch.Tensor, kv: torch.Tensor, rows: RowLayout) -> torch.Tensor:
+    """Step ``layers`` in order; ``kv`` is their :func:`kv_buffer` ``[B, layers, keep + n_max, 2*d]``."""
     for i, layer in enumerate(layers):
-        ctx = caches[i] if caches is not None else None
-        out = layer(x, ctx, start)
-        if caches is not None:
-            joined = x if ctx is None else torch.cat([ctx, x], dim=0)
-            caches[i] = joined[max(0, joined.shape[0] - keep) :]
-        x = out
+        x = layer(x, kv[:, i], rows)
     return x
 
 
@@ -59,27 +73,40 @@ class Projector(nn.Module):
     def __init__(self, config: EncoderConfig) -> None:
         super().__init__()
         self.stride = config.projector_stride
-        self.keep = config.left_chunks * config.chunk_frames // self.stride
+        self.chunk = config.chunk_frames // self.stride
+        self.keep = config.left_chunks * self.chunk
         self.conv = nn.Conv1d(config.d_model, config.llm_dim, self.stride, stride=self.stride)
-        chunk = config.chunk_frames // self.stride
         self.blocks = nn.ModuleList(
-            TransformerLayer(
-                config.llm_dim,
-                config.projector_heads,
-                config.projector_ffn,
-                chunk,
-                config.left_chunks,
-                config.layer_norm_eps,
-            )
+            TransformerLayer(config.llm_dim, config.projector_heads, config.projector_ffn, config.layer_norm_eps)
             for _ in range(config.projector_layers)
         )
 
-    def forward(self, x: torch.Tensor, caches: list[torch.Tensor | None] | None, start: int) -> torch.Tensor:
-        tail = (-x.shape[0]) % self.stride
+    def forward(
+        self, x: torch.Tensor, caches: Sequence[torch.Tensor], rows: RowLayout
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Packed encoder rows ``x`` laid out by ``rows`` -> packed embeddings and the next caches.
+
+        ``caches`` are the streams' ``[layers, keep, 2*llm_dim]``; the next ones come stacked.
+        """
+        padded = rows.pad(x)  # zero rows after each stream's own: its odd tail pads with zeros
+        tail = (-rows.n_max) % self.stride
         if tail:
-            x = F.pad(x, (0, 0, 0, tail))
-        y = self.conv(x.t().unsqueeze(0)).squeeze(0).t()
-        return _run_layers(self.blocks, y, caches, start // self.stride, self.keep)
+            padded = F.pad(padded, (0, 0, 0, tail))
+        strided = rows.strided(self.stride, caches[0].shape[1], self.chunk)
+        kv = kv_buffer(caches, strided.n_max)
+        out = _run_layers(self.blocks, strided.unpad(self._conv(padded)), kv, strided)
+        return out, strided.shift(kv)
+
+    def _conv(self, x: torch.Tensor) -> torch.Tensor:
+        """``self.conv`` on ``[B, n, d]`` (``n`` a multiple of the stride) -> ``[B, n/stride, llm_dim]``.
+
+        Kernel = stride, so it is one linear map of each window of ``stride`` frames; done as a matmul
+        because a CPU Conv1d this small costs 3-4x more (overhead, measured in process).
+        """
+        b, n, d = x.shape
+        windows = x.reshape(b, n // self.stride, self.stride, d).transpose(2, 3).reshape(-1, d * self.stride)
+        weight = self.conv.weight.reshape(self.conv.out_channels, d * self.stride)
+        return F.linear(windows, weight, self.conv.bias).reshape(b, n // self.stride, -1)
 
 
 class SpeechEncoder(nn.Module):
@@ -98,8 +125,6 @@ class SpeechEncoder(nn.Module):
                 c.linear_units,
                 c.kernel_size,
                 c.fsmn_right_context,
-                c.chunk_frames,
-                c.left_chunks,
                 c.layer_norm_eps,
             )
 
@@ -123,38 +148,56 @@ class SpeechEncoder(nn.Module):
         """Where the weights are (a KIND_GPU instance moves the module there): new tensors go there too."""
         return next(self.parameters()).device
 
-    def new_caches(self) -> LayerCaches:
-        return LayerCaches(
-            encoder=[None] * (len(self.encoders0) + len(self.encoders)),
-            tp=[None] * len(self.tp_encoders),
-            projector=[None] * len(self.projector.blocks),
+    def new_state(self) -> EncoderState:
+        """A fresh stream's state: frame 0, caches of zeros (frames before the utterance)."""
+        return self._empty_state(self.context_frames, self.projector.keep)
+
+    def _empty_state(self, keep: int, projector_keep: int) -> EncoderState:
+        c, w = self.config, next(self.parameters())
+        blocks = len(self.encoders0) + len(self.encoders) + len(self.tp_encoders)
+        sanm = torch.zeros(blocks, keep, 2 * c.d_model, device=w.device, dtype=w.dtype)
+        projector = torch.zeros(
+            len(self.projector.blocks), projector_keep, 2 * c.llm_dim, device=w.device, dtype=w.dtype
         )
+        return EncoderState(0, sanm, projector)
 
-    def forward_frames(self, lfr: torch.Tensor, caches: LayerCaches | None = None) -> torch.Tensor:
-        """Embeddings ``[ceil(n/stride), llm_dim]`` for LFR frames ``[n, lfr_dim]`` (before CMVN).
+    def output_count(self, frames: int) -> int:
+        """Embeddings for ``frames`` LFR frames that start on a chunk boundary."""
+        return -(-frames // self.config.projector_stride)
 
-        The frames must start on a chunk boundary (``caches.start``) and, unless they end the
-        utterance, cover whole chunks. ``caches`` is updated in place; ``None`` means a whole utterance.
+    def forward_packed(
+        self, lfr: torch.Tensor, states: Sequence[EncoderState], counts: Sequence[int]
+    ) -> tuple[torch.Tensor, list[EncoderState]]:
+        """One pass over the new LFR frames (before CMVN) of ``B`` streams, packed stream after stream.
+
+        Stream ``b`` brings ``counts[b] > 0`` frames from index ``states[b].start`` (a chunk boundary;
+        whole chunks unless they end its utterance). The states may keep any number of frames (all
+        the same; 0 for a whole utterance). Returns the packed embeddings (``output_count(counts[b])``
+        per stream) and each stream's next state; the given states are left as they are.
         """
         c = self.config
-        start = caches.start if caches is not None else 0
-        if start % c.chunk_frames:
-            raise ValueError(f"LFR frames must start on a chunk boundary, got start {start}")
-        positions = torch.arange(start + 1, start + lfr.shape[0] + 1, device=lfr.device)
-        x = self.frontend(lfr) * math.sqrt(c.d_model) + sinusoidal_encoding(positions, c.lfr_dim)
-        main = [*self.encoders0, *self.encoders]
-        keep = self.context_frames
-        enc, tp, proj = (caches.encoder, caches.tp, caches.projector) if caches is not None else (None, None, None)
-        x = self.after_norm(_run_layers(main, x, enc, start, keep))
+        starts = [s.start for s in states]
+        rows = RowLayout.build(starts, counts, states[0].sanm.shape[1], c.chunk_frames, c.left_chunks, lfr.device)
+        x = self.frontend(lfr) * math.sqrt(c.d_model) + sinusoidal_encoding(rows.positions + 1, c.lfr_dim)
+        kv = kv_buffer([s.sanm for s in states], rows.n_max)
+        n_main = len(self.encoders0) + len(self.encoders)
+        x = self.after_norm(_run_layers([*self.encoders0, *self.encoders], x, kv[:, :n_main], rows))
         if self.tp_norm is not None:
-            x = self.tp_norm(_run_layers(self.tp_encoders, x, tp, start, keep))
-        out = self.projector(x, proj, start)
-        if caches is not None:
-            caches.start = start + lfr.shape[0]
+            x = self.tp_norm(_run_layers(self.tp_encoders, x, kv[:, n_main:], rows))
+        out, projector = self.projector(x, [s.projector for s in states], rows)
+        nexts = [
+            EncoderState(start + n, sanm, proj)
+            for start, n, sanm, proj in zip(starts, counts, rows.shift(kv).unbind(0), projector.unbind(0), strict=True)
+        ]
+        return out, nexts
+
+    def forward_frames(self, lfr: torch.Tensor) -> torch.Tensor:
+        """Embeddings ``[ceil(n/stride), llm_dim]`` for a whole utterance's LFR frames ``[n, lfr_dim]``."""
+        out, _ = self.forward_packed(lfr, [self._empty_state(0, 0)], [lfr.shape[0]])
         return out
 
-    def forward(self, lfr: torch.Tensor, caches: LayerCaches | None = None) -> torch.Tensor:
-        return self.forward_frames(lfr, caches)
+    def forward(self, lfr: torch.Tensor) -> torch.Tensor:
+        return self.forward_frames(lfr)
 
     @torch.inference_mode()
     def encode(self, pcm: np.ndarray, *, sample_rate: int | None = None) -> torch.Tensor:

@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 from services.gpu_profile.templating import render_all
-from services.gpu_profile.values import STAGES, GpuValues
+from services.gpu_profile.values import STAGES, STEP_SCHEDULED, GpuValues
 
 TEMPLATES = Path(__file__).parent / "templates"
 CPU_REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
@@ -38,6 +38,8 @@ def template_values(values: GpuValues) -> dict[str, str]:
         "hidden_states_datatype": triton_dtype,
     }
     flat.update({f"{model}_count": str(values.instance_count(model)) for model in ("backbone", *STAGES)})
+    flat.update({f"{stage}_max_step_batch": str(values.step_batch(stage)) for stage in STEP_SCHEDULED})
+    flat["backbone_worker_threads"] = str(values.backbone_worker_threads)
     return flat
 
 

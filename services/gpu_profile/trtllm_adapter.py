@@ -55,7 +55,7 @@ def engine_tensors(inp: EngineInput, job: BackboneRequest, *, end_id: int, pad_i
         "runtime_top_p": np.array([[job.sampling.top_p]], np.float32),
     }
     if job.sampling.seed is not None:
-        tensors["random_seed"] = np.array([[job.sampling.seed]], np.uint64)
+        tensors["seed"] = np.array([[job.sampling.seed]], np.uint64)
     if inp.prompt_vocab_size:
         tensors["prompt_embedding_table"] = inp.prompt_table[None].astype(np.float32)
         tensors["prompt_vocab_size"] = np.array([[inp.prompt_vocab_size]], np.int32)

@@ -7,6 +7,7 @@ silently defaulted engine size is found only when a long conversation hits it in
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -17,6 +18,11 @@ WeightOnly = Literal["none", "int8", "int4"]
 SchedulerPolicy = Literal["guaranteed_no_evict", "max_utilization"]
 EngineDtype = Literal["bfloat16", "float16"]
 STAGES = ("encoder", "duplex", "speech_lm", "vocoder")
+# KIND_GPU stages that run the in-model step scheduler (services/triton/scheduler.py); the unary encoder
+# and duplex batch through Triton (max_batch_size), the backbone in the engine.
+STEP_SCHEDULED = ("speech_lm", "vocoder")
+# The CPU configs' max_step_batch (services.triton.serving.DEFAULT_MAX_STEP_BATCH; a unit test keeps them equal).
+DEFAULT_MAX_STEP_BATCH = 64
 
 
 class ValuesError(ValueError):
@@ -30,6 +36,10 @@ class GpuValues:
     ``max_prompt_rows`` bounds the speech positions one request may carry: every backbone request
     resends its whole context (KV blocks are reused, not recomputed), so the prompt table holds all
     speech rows of the conversation so far, about 8.3 per second of user speech.
+
+    ``max_step_batch`` caps the streams one scheduler step of a :data:`STEP_SCHEDULED` stage runs
+    together (default :data:`DEFAULT_MAX_STEP_BATCH`, as on the CPU). On the GPU the cap is what bounds
+    a step's activation memory, which ``perf/memory_budget.py`` counts per instance.
     """
 
     hf_model_dir: str
@@ -49,6 +59,7 @@ class GpuValues:
     batch_scheduler_policy: SchedulerPolicy
     gpu_device_ids: list[int]
     instances: dict[str, int] = field(default_factory=dict)
+    max_step_batch: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("max_batch_size", "max_input_len", "max_seq_len", "max_num_tokens", "max_prompt_rows"):
@@ -67,6 +78,13 @@ class GpuValues:
             raise ValuesError(f"instances: unknown models {unknown}; expected some of {['backbone', *STAGES]}")
         if any(count < 1 for count in self.instances.values()):
             raise ValuesError(f"instances: every count must be >= 1, got {self.instances}")
+        unknown = sorted(set(self.max_step_batch) - set(STEP_SCHEDULED))
+        if unknown:
+            raise ValuesError(
+                f"max_step_batch: unknown models {unknown}; only {list(STEP_SCHEDULED)} run a step scheduler"
+            )
+        if any(cap < 1 for cap in self.max_step_batch.values()):
+            raise ValuesError(f"max_step_batch: every cap must be >= 1, got {self.max_step_batch}")
 
     @property
     def max_prompt_embedding_table_size(self) -> int:
@@ -75,6 +93,23 @@ class GpuValues:
 
     def instance_count(self, model: str) -> int:
         return self.instances.get(model, 1)
+
+    def step_batch(self, stage: str) -> int:
+        """Most streams one scheduler step of ``stage`` runs together."""
+        if stage not in STEP_SCHEDULED:
+            raise ValueError(f"{stage} runs no step scheduler; expected one of {list(STEP_SCHEDULED)}")
+        return self.max_step_batch.get(stage, DEFAULT_MAX_STEP_BATCH)
+
+    @property
+    def backbone_worker_threads(self) -> int:
+        """Threads per BLS instance: each holds one engine request for as long as it streams.
+
+        The BLS runs every request on a worker thread that blocks on the engine's decoupled response
+        stream, so the requests in flight in the engine are at most BLS instances x threads. Fewer than
+        the engine's ``max_batch_size`` would leave in-flight batching slots empty while requests queue
+        in the BLS; rounding up lets at most ``instances - 1`` extra ones wait in the engine's queue.
+        """
+        return math.ceil(self.max_batch_size / self.instance_count("backbone"))
 
     @classmethod
     def from_mapping(cls, raw: Any) -> GpuValues:

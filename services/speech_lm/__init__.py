@@ -10,11 +10,11 @@ from services.backbone.qwen2 import init_qwen2_weights
 from services.common.seeding import seeded
 from services.common.weights import load_stage_on_meta, save_stage
 from services.speech_lm.model import SpeechLM, SpeechLMConfig
-from services.speech_lm.stream import SpeechLMStream
+from services.speech_lm.stream import SpeechGeneration, SpeechLMStream
 
 STAGE = "speech_lm"
 
-__all__ = ["SpeechLM", "SpeechLMConfig", "SpeechLMStream", "build_smoke", "load", "save"]
+__all__ = ["SpeechGeneration", "SpeechLM", "SpeechLMConfig", "SpeechLMStream", "build_smoke", "load", "save"]
 
 
 def build_smoke(seed: int) -> SpeechLM:

@@ -16,6 +16,7 @@ speech run.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -120,3 +121,23 @@ class SpeechLM(nn.Module):
         random sequence instead of repeating it.
         """
         return SpeechLMStream(self, query, seed=seed)
+
+    def run(self, work: Sequence[tuple[SpeechLMStream, torch.Tensor]]) -> list[torch.Tensor]:
+        """Next-token logits ``[num_ids]`` for many streams (distinct) in one packed pass.
+
+        ``work`` pairs each stream with the rows its next token needs (``SpeechGeneration.prepare``).
+        Atomic: if it raises, no stream changes, so the caller may retry the streams one at a time.
+        """
+        with torch.inference_mode():
+            caches = [stream._cache for stream, _ in work]
+            lengths = [cache.length for cache in caches]
+            hidden = self.llm.forward_packed([rows for _, rows in work], caches)
+            try:
+                logits = self.llm_decoder(torch.stack([rows[-1] for rows in hidden]))
+            except BaseException:
+                for cache, length in zip(caches, lengths, strict=True):
+                    cache.truncate(length)  # the rows past it are scratch again
+                raise
+            for stream, _ in work:
+                stream._absorbed()
+            return list(logits)

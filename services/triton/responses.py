@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from services.common.stream_state import UnknownStreamError
-from services.triton.metrics import ComputeMeter
 from services.triton.tensors import InvalidInputError
 
 INVALID_PREFIX = "invalid request: "
@@ -39,7 +38,6 @@ def stream_responses(
     model: str,
     request: Any,
     produce: Callable[[Callable[[], bool]], Iterator[Any]],
-    meter: ComputeMeter,
     on_cancel: Callable[[], object] | None = None,
     stopped: Callable[[], bool] = lambda: False,
 ) -> None:
@@ -47,20 +45,9 @@ def stream_responses(
 
     ``produce`` receives an ``is_cancelled`` callable to poll between steps so that a cancelled
     generation stops within one step. A cancelled gRPC call and a ``stopped`` stream (the client's
-    STOP request) end the generation alike.
+    STOP request) end the generation alike. (The batched models end their requests through
+    :class:`~services.triton.serving.ModelServing`'s scheduler instead; this is the worker-thread path.)
     """
-
-    with meter.measure():
-        _stream(model, request, produce, on_cancel, stopped)
-
-
-def _stream(
-    model: str,
-    request: Any,
-    produce: Callable[[Callable[[], bool]], Iterator[Any]],
-    on_cancel: Callable[[], object] | None,
-    stopped: Callable[[], bool],
-) -> None:
     import triton_python_backend_utils as pb_utils
 
     sender = request.get_response_sender()
@@ -79,7 +66,7 @@ def _stream(
         cancelled = cancelled or is_cancelled()
     except Exception as exc:  # every failure still ends the stream, with its message
         log_unexpected(model, exc)
-        _send_final(sender, pb_utils.InferenceResponse(error=error_for(exc)))
+        send_final(sender, pb_utils.InferenceResponse(error=error_for(exc)))
         return
     finally:
         close = getattr(responses, "close", None)
@@ -87,10 +74,10 @@ def _stream(
             close()
     if cancelled and on_cancel is not None:
         on_cancel()
-    _send_final(sender, None)
+    send_final(sender, None)
 
 
-def _send_final(sender: Any, response: Any) -> None:
+def send_final(sender: Any, response: Any) -> None:
     """Close the stream; a client that has already gone away makes ``send`` raise, which is fine."""
     import triton_python_backend_utils as pb_utils
 

@@ -10,7 +10,7 @@ from services.common.weights import load_stage_tensors, load_state_strict, read_
 from .config import SAMPLE_RATE, SAMPLES_PER_TOKEN, FlowConfig, HiftConfig, StreamConfig, VocoderConfig
 from .model import Token2Wav
 from .smoke import smoke_token2wav
-from .stream import VocoderStream
+from .stream import VocoderStream, VocoderWork, push_batch
 
 STAGE = "vocoder"
 
@@ -23,8 +23,10 @@ __all__ = [
     "Token2Wav",
     "VocoderConfig",
     "VocoderStream",
+    "VocoderWork",
     "build_smoke",
     "load",
+    "push_batch",
     "save",
 ]
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import FlowConfig
-from .streaming import CausalConv1d, StreamMemory, chunk_mask, new_slot, positions
+from .streaming import BatchMemory, CausalConv1d, new_slot, self_mask, unfolded_conv
 
 
 def relative_sinusoids(distance: Tensor, width: int) -> Tensor:
@@ -57,26 +57,27 @@ class RelPositionAttention(nn.Module):
         nn.init.xavier_uniform_(self.pos_bias_v)
         self.slot = new_slot()
 
-    def forward(self, x: Tensor, memory: StreamMemory | None, chunk: int, left_chunks: int) -> Tensor:
+    def forward(self, x: Tensor, memory: BatchMemory | None, chunk: int, left_chunks: int) -> Tensor:
         b, t, width = x.shape
         q = self.linear_q(x).view(b, t, self.h, self.d_k).transpose(1, 2)
         k = self.linear_k(x).view(b, t, self.h, self.d_k).transpose(1, 2)
         v = self.linear_v(x).view(b, t, self.h, self.d_k).transpose(1, 2)
-        first = 0
-        if memory is not None:
-            k, v, first = memory.keys_values(self.slot, k, v)
-        q_pos = positions(memory, t, x.device)
-        k_pos = positions(memory, k.shape[2], x.device, first)
-        distance = q_pos[:, None] - k_pos[None, :]
-        # distances run from (first query - last key) to (last query - first key)
-        lowest = int(q_pos[0] - k_pos[-1])
-        span = torch.arange(lowest, int(q_pos[-1] - k_pos[0]) + 1, device=x.device)
+        if memory is None:
+            mask = self_mask(t, x.device, chunk, left_chunks)
+        else:
+            k, v, mask = memory.keys_values(self.slot, k, v)
+        # query i and key j are i - j + cached frames apart in every stream (remembered keys are
+        # right-aligned), from 1 - t to t - 1 + cached: one position table serves the whole batch
+        cached = k.shape[2] - t
+        span = torch.arange(1 - t, t + cached, device=x.device)
         p = self.linear_pos(relative_sinusoids(span, width)).view(-1, self.h, self.d_k).permute(1, 2, 0)
         content = torch.matmul(q + self.pos_bias_u[:, None], k.transpose(-2, -1))
         by_distance = torch.matmul(q + self.pos_bias_v[:, None], p)
-        index = (distance - lowest).expand(b, self.h, t, k.shape[2])
+        query = torch.arange(t, device=x.device)[:, None]
+        key = torch.arange(k.shape[2], device=x.device)[None, :]
+        index = (query - key + (cached + t - 1)).expand(b, self.h, t, k.shape[2])
         scores = (content + torch.gather(by_distance, -1, index)) / math.sqrt(self.d_k)
-        scores = scores.masked_fill(~chunk_mask(q_pos, k_pos, chunk, left_chunks), float("-inf"))
+        scores = scores.masked_fill(~mask, float("-inf"))
         out = torch.matmul(torch.softmax(scores, dim=-1), v)
         return self.linear_out(out.transpose(1, 2).reshape(b, t, width))
 
@@ -101,7 +102,7 @@ class ConformerLayer(nn.Module):
         self.norm_ff = nn.LayerNorm(width, eps=1e-12)
         self.norm_mha = nn.LayerNorm(width, eps=1e-12)
 
-    def forward(self, x: Tensor, memory: StreamMemory | None, chunk: int, left_chunks: int) -> Tensor:
+    def forward(self, x: Tensor, memory: BatchMemory | None, chunk: int, left_chunks: int) -> Tensor:
         x = x + self.self_attn(self.norm_mha(x), memory, chunk, left_chunks)
         return x + self.feed_forward(self.norm_ff(x))
 
@@ -115,11 +116,18 @@ class PreLookaheadLayer(nn.Module):
         self.conv1 = nn.Conv1d(width, width, kernel_size=lookahead + 1)
         self.conv2 = nn.Conv1d(width, width, kernel_size=3)
 
-    def forward(self, x: Tensor, lead: int) -> Tensor:
-        """``x`` holds ``lead`` (<= 2) earlier tokens, then the pass; missing right context is zero."""
-        h = F.leaky_relu(self.conv1(F.pad(x.transpose(1, 2), (0, self.lookahead))))
-        h = self.conv2(F.pad(h, (2 - lead, 0)))
-        return h.transpose(1, 2) + x[:, lead:]
+    def forward(self, x: Tensor, lead: int, valid: Tensor | None = None) -> Tensor:
+        """``x`` holds ``lead`` (<= 2) earlier tokens, then the pass; missing right context is zero.
+
+        ``valid`` (``[B, lead + T]``) marks the real tokens of a padded batch: padding must read as
+        the zeros a lone stream's convolutions pad with, at the input and between the two convs.
+        """
+        if valid is not None:
+            x = x * valid[:, :, None]
+        h = F.leaky_relu(unfolded_conv(self.conv1, F.pad(x, (0, 0, 0, self.lookahead))))
+        if valid is not None:
+            h = h * valid[:, :, None]
+        return unfolded_conv(self.conv2, F.pad(h, (0, 0, 2 - lead, 0))) + x[:, lead:]
 
 
 class Upsample1D(nn.Module):
@@ -130,7 +138,7 @@ class Upsample1D(nn.Module):
         self.stride = stride
         self.conv = CausalConv1d(width, width, 2 * stride + 1)
 
-    def forward(self, x: Tensor, memory: StreamMemory | None) -> Tensor:
+    def forward(self, x: Tensor, memory: BatchMemory | None) -> Tensor:
         return self.conv(x.repeat_interleave(self.stride, dim=1), memory)
 
 
@@ -153,11 +161,16 @@ class UpsampleConformerEncoder(nn.Module):
         self,
         token_embeddings: Tensor,
         lead: int,
-        token_memory: StreamMemory | None = None,
-        frame_memory: StreamMemory | None = None,
+        token_memory: BatchMemory | None = None,
+        frame_memory: BatchMemory | None = None,
+        valid: Tensor | None = None,
     ) -> Tensor:
-        """``[1, lead + T, input_size]`` token embeddings -> ``[1, ratio * T, encoder_size]``."""
-        x = self.pre_lookahead_layer(self.embed(token_embeddings), lead)
+        """``[B, lead + T, input_size]`` token embeddings -> ``[B, ratio * T, encoder_size]``.
+
+        ``valid`` marks the real tokens where streams of a batch were padded to a common lead (on the
+        left) and length (on the right); their outputs past their own ``ratio * T`` frames are padding.
+        """
+        x = self.pre_lookahead_layer(self.embed(token_embeddings), lead, valid)
         for layer in self.encoders:
             x = layer(x, token_memory, self.chunk, self.left_chunks)
         x = self.up_embed(self.up_layer(x, frame_memory))

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import FlowConfig
-from .streaming import CausalConv1d, StreamMemory, chunk_mask, new_slot, positions
+from .streaming import BatchMemory, CausalConv1d, new_slot, self_mask
 
 
 def timestep_sinusoids(t: Tensor, dim: int, scale: float = 1000.0) -> Tensor:
@@ -35,7 +35,7 @@ class Block1D(nn.Module):
         super().__init__()
         self.block = nn.ModuleList([CausalConv1d(dim, dim_out, 3), nn.Identity(), nn.LayerNorm(dim_out)])
 
-    def forward(self, x: Tensor, memory: StreamMemory | None) -> Tensor:
+    def forward(self, x: Tensor, memory: BatchMemory | None) -> Tensor:
         return F.mish(self.block[2](self.block[0](x, memory)))
 
 
@@ -47,7 +47,7 @@ class ResnetBlock1D(nn.Module):
         self.block2 = Block1D(dim_out, dim_out)
         self.res_conv = CausalConv1d(dim, dim_out, 1)
 
-    def forward(self, x: Tensor, time: Tensor, memory: StreamMemory | None) -> Tensor:
+    def forward(self, x: Tensor, time: Tensor, memory: BatchMemory | None) -> Tensor:
         h = self.block1(x, memory) + self.mlp(time)[:, None, :]
         return self.block2(h, memory) + self.res_conv(x)
 
@@ -65,16 +65,15 @@ class Attention(nn.Module):
         self.to_out = nn.ModuleList([nn.Linear(inner, dim)])
         self.slot = new_slot()
 
-    def forward(self, x: Tensor, memory: StreamMemory | None, chunk: int, left_chunks: int) -> Tensor:
+    def forward(self, x: Tensor, memory: BatchMemory | None, chunk: int, left_chunks: int) -> Tensor:
         b, t, _ = x.shape
         q, k, v = (
             proj(x).view(b, t, self.heads, self.head_dim).transpose(1, 2) for proj in (self.to_q, self.to_k, self.to_v)
         )
-        first = 0
-        if memory is not None:
-            k, v, first = memory.keys_values(self.slot, k, v)
-        q_pos = positions(memory, t, x.device)
-        mask = chunk_mask(q_pos, positions(memory, k.shape[2], x.device, first), chunk, left_chunks)
+        if memory is None:
+            mask = self_mask(t, x.device, chunk, left_chunks)
+        else:
+            k, v, mask = memory.keys_values(self.slot, k, v)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.to_out[0](out.transpose(1, 2).reshape(b, t, self.heads * self.head_dim))
 
@@ -105,7 +104,7 @@ class BasicTransformerBlock(nn.Module):
         self.norm3 = nn.LayerNorm(dim)
         self.ff = FeedForward(dim)
 
-    def forward(self, x: Tensor, memory: StreamMemory | None, chunk: int, left_chunks: int) -> Tensor:
+    def forward(self, x: Tensor, memory: BatchMemory | None, chunk: int, left_chunks: int) -> Tensor:
         x = x + self.attn1(self.norm1(x), memory, chunk, left_chunks)
         return x + self.ff(self.norm3(x))
 
@@ -153,7 +152,7 @@ class CausalConditionalDecoder(nn.Module):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
-    def _unet_block(self, block: nn.Module, x: Tensor, time: Tensor, memory: StreamMemory | None) -> Tensor:
+    def _unet_block(self, block: nn.Module, x: Tensor, time: Tensor, memory: BatchMemory | None) -> Tensor:
         """ResNet block, then its transformer blocks (``block[0]``, ``block[1]`` as in CosyVoice)."""
         assert isinstance(block, nn.ModuleList)
         x = block[0](x, time, memory)
@@ -164,9 +163,12 @@ class CausalConditionalDecoder(nn.Module):
         return x
 
     def forward(
-        self, x: Tensor, mu: Tensor, t: Tensor, spks: Tensor, cond: Tensor, memory: StreamMemory | None = None
+        self, x: Tensor, mu: Tensor, t: Tensor, spks: Tensor, cond: Tensor, memory: BatchMemory | None = None
     ) -> Tensor:
-        """``x, mu, cond``: ``[B, T, 80]``; ``t``: ``[B]``; ``spks``: ``[B, 80]`` -> velocity ``[B, T, 80]``."""
+        """``x, mu, cond``: ``[B, T, 80]``; ``t``: ``[B]`` (``[1]``: the same for all rows); ``spks``: ``[B, 80]``.
+
+        Returns the velocity ``[B, T, 80]``.
+        """
         time = self.time_mlp(timestep_sinusoids(t, self.in_channels))
         h = torch.cat([x, mu, spks[:, None, :].expand(-1, x.shape[1], -1), cond], dim=2)
         down, up = self.down_blocks[0], self.up_blocks[0]

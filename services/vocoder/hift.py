@@ -14,6 +14,7 @@ cumsum); CosyVoice 2's SineGen2 interpolates the same cumulative phase between f
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -77,8 +78,17 @@ class SourceModuleHnNSF(nn.Module):
         super().__init__()
         self.l_linear = nn.Linear(harmonics, 1)
 
-    def forward(self, waves: Tensor) -> Tensor:
-        return torch.tanh(self.l_linear(waves))
+    def forward(self, sines: Tensor, noise: Tensor, sine_gain: Tensor, noise_gain: Tensor) -> Tensor:
+        """``tanh(l_linear(sines * sine_gain + noise * noise_gain))`` for sines ``[B, N, H]``, noise
+        ``[B, H, N]`` and per-sample gains ``[B, N]`` -> ``[B, N]``.
+
+        The gains are the same for every harmonic, so the harmonics are merged first and the gains
+        applied to one channel instead of nine: the same value up to float rounding, at a fraction
+        of the passes over the audio-rate tensors (the largest in the vocoder).
+        """
+        weight = self.l_linear.weight[0]
+        merged = sine_gain * (sines @ weight) + noise_gain * torch.matmul(weight, noise)
+        return torch.tanh(merged + self.l_linear.bias)
 
 
 class HiFTGenerator(nn.Module):
@@ -123,25 +133,27 @@ class HiFTGenerator(nn.Module):
         phase[0] = 0.0
         return phase
 
-    def source(self, f0: Tensor, first_frame: int, phase0: Tensor) -> tuple[Tensor, Tensor]:
-        """F0 ``[T]`` (Hz) -> source ``[1, 1, 480 T]`` and the phase at each frame boundary ``[T + 1, H]``."""
+    def source(self, f0: Tensor, first_frames: Sequence[int], phase0: Tensor) -> tuple[Tensor, Tensor]:
+        """F0 ``[B, T]`` (Hz) of frames from ``first_frames[b]``, start phases ``[B, H]`` -> source
+        ``[B, 1, 480 T]`` and the phase at each frame boundary ``[B, T + 1, H]``."""
         c, hop, device = self.config, MEL_FRAME_SAMPLES, f0.device
         harmonic = torch.arange(1, self.harmonics + 1, dtype=torch.float64, device=device)
-        steps = f0.to(torch.float64)[:, None] * harmonic / c.sampling_rate  # cycles per sample
-        phase0 = phase0.to(device)[None]
-        starts = torch.cat([phase0, phase0 + torch.cumsum((steps * hop) % 1.0, dim=0)]) % 1.0
+        steps = f0.to(torch.float64)[:, :, None] * harmonic / c.sampling_rate  # cycles per sample
+        phase0 = phase0.to(device)[:, None]
+        starts = torch.cat([phase0, phase0 + torch.cumsum((steps * hop) % 1.0, dim=1)], dim=1) % 1.0
         # float64 only for the running phase; within a frame float32 is exact enough (< 1e-5 cycles)
-        ramp = torch.arange(1, hop + 1, dtype=torch.float32, device=device)[None, :, None]
-        phase = starts[:-1, None, :].to(torch.float32) + steps[:, None, :].to(torch.float32) * ramp  # [T, hop, H]
-        sines = c.nsf_alpha * torch.sin((2 * math.pi) * phase).reshape(-1, self.harmonics)
-        uv = (f0 > c.nsf_voiced_threshold).to(torch.float32).repeat_interleave(hop)[:, None]
-        noise = self.noise.take(first_frame * hop, f0.shape[0] * hop).T.to(device)
-        waves = sines * uv + (uv * c.nsf_sigma + (1 - uv) * c.nsf_alpha / 3) * noise
-        return self.m_source(waves).T[None], starts
+        ramp = torch.arange(1, hop + 1, dtype=torch.float32, device=device)[None, None, :, None]
+        phase = torch.addcmul(starts[:, :-1, None, :].to(torch.float32), steps[:, :, None, :].to(torch.float32), ramp)
+        sines = phase.mul_(2 * math.pi).sin_().flatten(1, 2)  # [B, 480 T, H]
+        uv = (f0 > c.nsf_voiced_threshold).to(torch.float32).repeat_interleave(hop, dim=1)  # [B, 480 T]
+        length = f0.shape[1] * hop
+        noise = torch.stack([self.noise.take(first * hop, length) for first in first_frames]).to(device)
+        source = self.m_source(sines, noise, c.nsf_alpha * uv, uv * c.nsf_sigma + (1 - uv) * c.nsf_alpha / 3)
+        return source[:, None], starts
 
     def decode(self, mel: Tensor, source: Tensor) -> Tensor:
         c = self.config
-        spec = torch.stft(source[0], c.n_fft, c.hop_len, c.n_fft, window=self.stft_window, return_complex=True)
+        spec = torch.stft(source[:, 0], c.n_fft, c.hop_len, c.n_fft, window=self.stft_window, return_complex=True)
         s_stft = torch.cat([spec.real, spec.imag], dim=1)
         x = self.conv_pre(mel)
         for i, up in enumerate(self.ups):
@@ -165,6 +177,18 @@ class HiFTGenerator(nn.Module):
         F0 (and the phase it integrates to) matches whole-utterance synthesis from the first frame.
         Also returns the source phase at every frame boundary, ``[T + 1, harmonics]``.
         """
-        f0 = self.f0_predictor(mel[None])[0, lead:]
-        source, phases = self.source(f0, first_frame, phase0)
-        return self.decode(mel[None, :, lead:], source)[0], phases
+        audio, phases = self.render_batch(mel[None], [first_frame], phase0.to(mel.device)[None], lead)
+        return audio[0], phases[0]
+
+    def render_batch(
+        self, mel: Tensor, first_frames: Sequence[int], phase0: Tensor, lead: int = 0
+    ) -> tuple[Tensor, Tensor]:
+        """:meth:`render` of ``B`` windows of equal length at once: mel ``[B, 80, lead + T]``, start
+        phases ``[B, H]`` -> PCM ``[B, 480 T]`` and phases ``[B, T + 1, H]``.
+
+        Only equal windows batch exactly: the convolutions pad symmetrically and the STFT reflects
+        at the edges, so padding one window to another's length would change its last samples.
+        """
+        f0 = self.f0_predictor(mel)[:, lead:]
+        source, phases = self.source(f0, first_frames, phase0)
+        return self.decode(mel[:, :, lead:], source), phases

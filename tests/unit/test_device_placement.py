@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from services import duplex, encoder, speech_lm, vocoder
+from services.duplex import batch as duplex_batch
 from services.triton.device import instance_device
 
 
@@ -53,6 +54,45 @@ def test_the_duplex_stream_makes_its_tensors_where_the_weights_are() -> None:
     _same_with_default_device_meta(run)
 
 
+def test_the_encoder_batch_makes_its_tensors_where_the_weights_are() -> None:
+    model = encoder.build_smoke(0)
+    rng = np.random.default_rng(5)
+    pcms = [(0.1 * rng.standard_normal(16000)).astype(np.float32) for _ in range(3)]
+
+    def run() -> np.ndarray:
+        streams = [model.new_stream() for _ in pcms]
+        # Equal work (reshapes), then unequal work, an empty one and odd final flushes (index ops).
+        outs = encoder.encode_batch(model, [s.prepare(p[:3760]) for s, p in zip(streams, pcms, strict=True)])
+        sizes = (3840, 7680 + 3000, 100)
+        work = [s.prepare(p[3760 : 3760 + n], final=n != 100) for s, p, n in zip(streams, pcms, sizes, strict=True)]
+        outs += encoder.encode_batch(model, work)
+        return torch.cat(outs).numpy()
+
+    _same_with_default_device_meta(run)
+
+
+def test_the_duplex_batch_makes_its_tensors_where_the_weights_are() -> None:
+    model = duplex.build_smoke(0)
+    hidden = torch.from_numpy(
+        np.random.default_rng(6).standard_normal((3, 20, model.config.llm_dim)).astype(np.float32)
+    )
+    speaking = torch.ones(18, dtype=torch.bool)
+
+    def run() -> np.ndarray:
+        streams = [model.new_stream() for _ in range(3)]
+        # Equal work (reshapes), then unequal work and an empty one (index ops).
+        probs = duplex_batch.score_batch(model, [s.prepare(hidden[i, :2], False) for i, s in enumerate(streams)])
+        work = [
+            streams[0].prepare(hidden[0, 2:3], True),
+            streams[1].prepare(hidden[1, 2:20], speaking),
+            streams[2].prepare(hidden[2, :0], False),
+        ]
+        probs += duplex_batch.score_batch(model, work)
+        return torch.cat(probs).numpy()
+
+    _same_with_default_device_meta(run)
+
+
 def test_the_speech_lm_stream_makes_its_tensors_where_the_weights_are() -> None:
     model = speech_lm.build_smoke(0)
     width = 2 * model.config.llm_hidden_size
@@ -75,6 +115,23 @@ def test_the_vocoder_stream_makes_its_tensors_where_the_weights_are() -> None:
     def run() -> np.ndarray:
         stream = model.new_stream()
         return np.concatenate([stream.push(tokens[:15]), stream.push(tokens[15:], final=True)])
+
+    _same_with_default_device_meta(run)
+
+
+def test_the_vocoder_batch_makes_its_tensors_where_the_weights_are() -> None:
+    model = vocoder.build_smoke(0)
+    rng = np.random.default_rng(5)
+    ids = [rng.integers(0, model.config.speech_token_size, n).astype(np.int64) for n in (34, 22, 9)]
+
+    def run() -> np.ndarray:
+        streams = [model.new_stream() for _ in ids]
+        streams[0].push(ids[0][:15])
+        # different ages, leads, pass lengths and HiFT windows in one batch, then all final
+        cuts = [(15, 30), (0, 15), (0, 4)]
+        first = vocoder.push_batch(model, [s.prepare(x[a:b]) for s, x, (a, b) in zip(streams, ids, cuts, strict=True)])
+        rest = [s.prepare(x[b:], final=True) for s, x, (_, b) in zip(streams, ids, cuts, strict=True)]
+        return np.concatenate([*first, *vocoder.push_batch(model, rest)])
 
     _same_with_default_device_meta(run)
 

@@ -95,7 +95,7 @@ def test_engine_tensors_send_the_whole_context_and_its_prompt_table() -> None:
     assert tensors["prompt_vocab_size"].tolist() == [[2]]
     assert tensors["prompt_embedding_table"].shape == (1, 2, WIDTH)
     assert tensors["prompt_table_extra_ids"].shape == (1, 4)
-    assert tensors["random_seed"].tolist() == [[7]]
+    assert tensors["seed"].tolist() == [[7]]
     assert tensors["runtime_top_k"].tolist() == [[1]], "temperature 0 is greedy"
     assert bool(tensors["streaming"][0, 0])
     text_only = EngineContext(VOCAB, WIDTH, max_length=64, max_rows=16)

@@ -2,21 +2,40 @@
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from perf.memory_budget import (
+    BACKBONE_STEPS,
+    EAGER,
+    FP32,
+    GPU_BANDWIDTH,
+    REALTIME_LOAD,
+    STAGE_BYTES,
+    UNARY_BATCH,
     VALUES,
+    WINDOW_MS,
     Budget,
+    backbone_load,
     count,
     kv_bytes_per_token,
     make_budget,
+    overload,
     render,
+    session_bound,
     sessions_per_gpu,
+    step_gpu_ms,
     vocoder_state_bytes,
+    weight_bytes,
+    window_load,
 )
 from services.backbone import Backbone, Qwen2Config
 from services.gpu_profile.values import GpuValues
-from services.speech_lm.model import SpeechLMConfig
+from services.speech_lm.model import SpeechLM, SpeechLMConfig
 from services.vocoder.config import VocoderConfig
 
 
@@ -96,3 +115,121 @@ def test_meta_counts_equal_a_materialised_smoke_model() -> None:
     with torch.device("meta"):
         meta = Backbone(config)
     assert count(meta) == count(real)
+
+
+def test_pytorch_stages_count_as_served_once_per_instance(budget: Budget) -> None:
+    """KIND_GPU Python instances are processes with their own float32 copy; the engine holds the backbone once."""
+    values = GpuValues.load(VALUES)
+    stages = sum(
+        budget.weights[name].params * STAGE_BYTES * values.instance_count(name)
+        for name in ("encoder", "duplex", "speech_lm", "vocoder")
+    )
+    assert weight_bytes(budget, backbone_int8=False) == budget.weights["backbone"].bf16_bytes + stages
+    assert STAGE_BYTES == FP32, "the adapters load float32 weights; switch to BF16 once they cast"
+    assert budget.speech_lm_kv_token == kv_bytes_per_token(SpeechLMConfig.preset("minmo").body, STAGE_BYTES)
+
+
+def test_step_activations_grow_with_the_streams_a_step_batches() -> None:
+    values = GpuValues.load(VALUES)
+    small = make_budget(dataclasses.replace(values, max_step_batch={"vocoder": 4}))
+    large = make_budget(dataclasses.replace(values, max_step_batch={"vocoder": 8}))
+    per_stream = EAGER["vocoder"].activation_per_stream * values.instance_count("vocoder")
+    assert large.activations["vocoder"] - small.activations["vocoder"] == pytest.approx(4 * per_stream, rel=1e-6)
+    assert (
+        sessions_per_gpu(small, context=8192, backbone_int8=False).sessions
+        >= sessions_per_gpu(large, context=8192, backbone_int8=False).sessions
+    )
+
+
+def test_speech_lm_step_is_launch_bound_and_grows_per_stream() -> None:
+    """The calibration: ~5 ms for one stream's token, ~1.2 ms more per stream (per-stream attention + sampling)."""
+    step = EAGER["speech_lm"]
+    assert step.host_ms(1) == pytest.approx(5.2, abs=0.1)
+    assert step.host_ms(9) - step.host_ms(8) == pytest.approx(1.2, abs=0.05)
+    for stage in ("encoder", "duplex", "vocoder"):  # one padded or packed pass for all streams
+        assert EAGER[stage].host_ms(16) == EAGER[stage].host_ms(1)
+
+
+def test_each_row_takes_the_smaller_bound_and_names_it(budget: Budget) -> None:
+    for int8 in (False, True):
+        for context in (4096, 8192):
+            row = session_bound(budget, context=context, backbone_int8=int8)
+            assert row.sessions == min(row.memory.sessions, row.compute.sessions) > 0
+            assert row.bound == ("memory" if row.memory.sessions <= row.compute.sessions else "compute")
+            fits = window_load(budget, row.compute.sessions, context=context, backbone_int8=int8)
+            assert overload(fits) is None
+            over = window_load(budget, row.compute.sessions + 1, context=context, backbone_int8=int8)
+            assert overload(over) == row.compute.limit
+            assert sum(load.gpu_ms for load in fits) <= REALTIME_LOAD * WINDOW_MS
+
+
+def test_compute_bound_reads_weights_once_per_step_for_all_streams(budget: Budget) -> None:
+    one = step_gpu_ms(budget, "speech_lm", 1)
+    sixteen = step_gpu_ms(budget, "speech_lm", 16)
+    assert sixteen < 16 * one, "one weight read serves every stream of the step"
+    backbone = backbone_load(budget, 20, 10, context=4096, backbone_int8=False)
+    weights_ms = budget.weights["backbone"].bf16_bytes / GPU_BANDWIDTH * 1000
+    assert backbone.step_ms > weights_ms
+    assert backbone.gpu_ms == pytest.approx(BACKBONE_STEPS * backbone.step_ms)
+
+
+def test_report_says_which_bound_applies_and_that_it_is_an_estimate(budget: Budget) -> None:
+    text = render(budget)
+    assert "| sessions (memory) |" in text and "| sessions (compute) |" in text and "| bound |" in text
+    row = session_bound(budget, context=8192, backbone_int8=False)
+    assert f"| {row.compute.sessions} | {row.compute.limit} | {row.sessions} | {row.bound} |" in text
+    assert "These are estimates, not GPU measurements." in text
+
+
+class _CountOps(TorchDispatchMode):
+    """Dispatched ATen ops, split into kernel-launching ones and views (which launch nothing)."""
+
+    VIEWS = frozenset({
+        "view", "_unsafe_view", "t", "transpose", "slice", "select", "unsqueeze", "squeeze", "expand", "as_strided",
+        "alias", "detach", "split", "split_with_sizes", "permute", "reshape", "unbind", "empty", "empty_strided",
+        "new_empty",
+    })  # fmt: skip
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kernels = self.views = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        if func.overloadpacket.__name__ in self.VIEWS:
+            self.views += 1
+        else:
+            self.kernels += 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_speech_lm_op_counts_still_describe_the_model() -> None:
+    """Re-trace the speech LM's packed step on the meta device: the calibration's op counts (model part,
+    sampling excluded) must still hold within 25%, or the step changed shape and the constants are stale."""
+    with torch.device("meta"):
+        lm = SpeechLM(SpeechLMConfig.preset("minmo"))
+    counts = []
+    for streams in (1, 3):
+        caches = [lm.llm.new_cache() for _ in range(streams)]
+        rows = [torch.zeros(1, lm.config.width, device="meta") for _ in range(streams)]
+        ops = _CountOps()
+        with torch.inference_mode(), ops:
+            hidden = lm.llm.forward_packed(rows, caches)
+            lm.llm_decoder(torch.stack([h[-1] for h in hidden]))
+        counts.append((ops.kernels, ops.views))
+    step, sampling = EAGER["speech_lm"], (11, 4)  # sample_token: 11 kernels (3 of them syncs), 4 views
+    per_stream = [(counts[1][i] - counts[0][i]) / 2 for i in (0, 1)]
+    assert per_stream[0] == pytest.approx(step.kernels_per_stream - sampling[0], rel=0.25)
+    assert per_stream[1] == pytest.approx(step.views_per_stream - sampling[1], rel=0.25)
+    assert counts[0][0] - per_stream[0] == pytest.approx(step.kernels, rel=0.25)
+    assert counts[0][1] - per_stream[1] == pytest.approx(step.views, rel=0.25)
+
+
+def test_unary_step_batch_is_the_templates_max_batch_size() -> None:
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    from services.gpu_profile.generate import render_configs
+
+    rendered = render_configs(GpuValues.load(VALUES))
+    for stage in ("encoder", "duplex"):
+        assert text_format.Parse(rendered[stage], mc.ModelConfig()).max_batch_size == UNARY_BATCH

@@ -1,9 +1,12 @@
-"""Triton adapter for the LLM backbone (``services.backbone``): decoupled, one session per sequence."""
+"""Triton adapter for the LLM backbone (``services.backbone``): decoupled, one session per sequence.
+
+Every request is a job on the model's step scheduler: its prefill (chunked) and then one token per
+step, beside the steps of every other session (``services.triton.scheduler``).
+"""
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -12,6 +15,7 @@ import triton_python_backend_utils as pb_utils
 
 from services import backbone
 from services.backbone.tokenizer import ENDOFTEXT
+from services.triton.batching import JobSteps, Work
 from services.triton.contracts import BackboneRequest
 from services.triton.requests import SequenceFlags, input_getter
 from services.triton.serving import ModelServing
@@ -20,22 +24,26 @@ from services.triton.tensors import InvalidInputError
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
-        self.serving: ModelServing[backbone.BackboneSession] = ModelServing(args, decoupled=True)
+        self.serving: ModelServing[backbone.BackboneSession] = ModelServing(args, decoupled=True, kernel=self._step)
         self.model = backbone.load(self.serving.params.weights_dir("backbone"))
         self.vocab_size = self.model.config.vocab_size
         self.width = self.model.config.hidden_size
         tokenizer = backbone.SmokeByteTokenizer()
         self.stop_ids = sorted({tokenizer.eos_id, tokenizer.special_token_id(ENDOFTEXT)})
         self.max_new_tokens = self.serving.params.get_int("max_new_tokens_limit", 2048)
+        self.prefill_rows = self.serving.params.get_int("max_prefill_rows_per_step", 256)
 
     def execute(self, requests: list[Any]) -> None:
-        # A cancelled generation leaves a consistent context: the session lives on.
-        self.serving.stream_all(requests, self._responses, free_on_cancel=False)
+        # A stopped generation leaves a consistent context: the session lives on.
+        self.serving.schedule_all(requests, self._job, free_on_cancel=False)
 
     def finalize(self) -> None:
         self.serving.shutdown()
 
-    def _responses(self, request: Any, flags: SequenceFlags, is_cancelled: Callable[[], bool]) -> Iterator[Any]:
+    def _step(self, steps: list[backbone.BackboneStep]) -> list[backbone.StepOutput]:
+        return self.model.run(steps)
+
+    def _job(self, request: Any, flags: SequenceFlags) -> JobSteps:
         job = BackboneRequest.parse(
             input_getter(request),
             vocab_size=self.vocab_size,
@@ -43,20 +51,30 @@ class TritonPythonModel:
             max_new_tokens_limit=self.max_new_tokens,
         )
         session = self.serving.streams.open_or_get(flags, functools.partial(self._new_session, flags, job.fork_from))
-        with torch.inference_mode():
-            yield self._prefill(session, job)
-        for token in session.generate(
+        if job.truncate_to >= 0:
+            session.truncate(job.truncate_to)
+        speech = [] if job.speech is None else [torch.from_numpy(job.speech)]
+        segments = [s for s in (job.input_ids, *speech, job.suffix_ids) if len(s)]
+        hidden = [torch.zeros(0, self.width)]
+        if segments:
+            for part in session.prepare_append(*segments).split(self.prefill_rows):
+                hidden.append((yield Work(part)).hidden)
+        yield _response(np.zeros(0, dtype=np.int32), torch.cat(hidden), torch.zeros(0, self.width), session.length)
+        generation = backbone.Generation(
+            session,
             job.max_new_tokens,
             temperature=job.sampling.temperature,
             top_k=job.sampling.top_k,
             top_p=job.sampling.top_p,
             seed=job.sampling.seed,
             stop_ids=self.stop_ids,
-        ):
+        )
+        while not generation.done:
+            token = generation.take((yield Work(generation.prepare())))
+            if token is None:
+                return
             ids = np.array([token.token_id], dtype=np.int32)
             yield _response(ids, token.hidden[None], token.embedding[None], session.length)
-            if is_cancelled():
-                return
 
     def _new_session(self, flags: SequenceFlags, fork_from: int) -> backbone.BackboneSession:
         if not fork_from:
@@ -64,19 +82,6 @@ class TritonPythonModel:
         if fork_from == flags.stream_id:
             raise InvalidInputError("FORK_FROM must name another stream than the one being started")
         return self.serving.streams.get(fork_from).fork()
-
-    def _prefill(self, session: backbone.BackboneSession, job: BackboneRequest) -> Any:
-        if job.truncate_to >= 0:
-            session.truncate(job.truncate_to)
-        hidden = []
-        if job.input_ids:
-            hidden.append(session.append(ids=job.input_ids))
-        if job.speech is not None:
-            hidden.append(session.append(embeds=torch.from_numpy(job.speech)))
-        if job.suffix_ids:
-            hidden.append(session.append(ids=job.suffix_ids))
-        states = torch.cat(hidden) if hidden else torch.zeros(0, self.width)
-        return _response(np.zeros(0, dtype=np.int32), states, torch.zeros(0, self.width), session.length)
 
 
 def _response(token_ids: np.ndarray, hidden: torch.Tensor, embeddings: torch.Tensor, length: int) -> Any:

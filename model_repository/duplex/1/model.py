@@ -1,4 +1,8 @@
-"""Triton adapter for the full-duplex predictor (``services.duplex``)."""
+"""Triton adapter for the full-duplex predictor (``services.duplex``).
+
+Triton's sequence batcher hands ``execute()`` the frames of many streams; the predictor scores all
+of them in one pass (``services.duplex.score_batch``), each stream against its own window.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import torch
 import triton_python_backend_utils as pb_utils
 
 from services import duplex
+from services.triton.batching import JobSteps, Work
 from services.triton.contracts import DuplexRequest
 from services.triton.requests import SequenceFlags, input_getter
 from services.triton.serving import ModelServing
@@ -16,21 +21,24 @@ from services.triton.serving import ModelServing
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
-        self.serving: ModelServing[duplex.DuplexStream] = ModelServing(args, decoupled=False)
+        self.serving: ModelServing[duplex.DuplexStream] = ModelServing(args, decoupled=False, kernel=self._step)
         self.model = duplex.load(self.serving.params.weights_dir("duplex")).to(self.serving.device)
         self.width = self.model.config.llm_dim
 
     def execute(self, requests: list[Any]) -> list[Any]:
-        return self.serving.respond_all(requests, self._respond)
+        return self.serving.respond_all(requests, self._job)
 
     def finalize(self) -> None:
         self.serving.shutdown()
 
-    def _respond(self, request: Any, flags: SequenceFlags) -> Any:
+    def _step(self, work: list[duplex.DuplexWork]) -> list[torch.Tensor]:
+        return duplex.score_batch(self.model, work)
+
+    def _job(self, request: Any, flags: SequenceFlags) -> JobSteps:
         parsed = DuplexRequest.parse(input_getter(request), width=self.width, end=flags.end)
         stream = self.serving.streams.open_or_get(flags, self.model.new_stream)
         probs = torch.zeros(0, 3)
         if parsed.hidden.shape[0]:
-            with torch.inference_mode():
-                probs = stream.push(torch.from_numpy(parsed.hidden), torch.from_numpy(parsed.speaking))
-        return pb_utils.InferenceResponse([pb_utils.Tensor("PROBS", probs.cpu().numpy().astype(np.float32)[None])])
+            work = stream.prepare(torch.from_numpy(parsed.hidden), torch.from_numpy(parsed.speaking))
+            probs = yield Work(work)
+        yield pb_utils.InferenceResponse([pb_utils.Tensor("PROBS", probs.cpu().numpy().astype(np.float32)[None])])

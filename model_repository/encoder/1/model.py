@@ -1,4 +1,8 @@
-"""Triton adapter for the streaming speech encoder (``services.encoder``)."""
+"""Triton adapter for the streaming speech encoder (``services.encoder``).
+
+Triton's sequence batcher hands ``execute()`` one chunk request from each of many streams; their
+frontends run per stream and the network runs once for all of them (``services.encoder.encode_batch``).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import torch
 import triton_python_backend_utils as pb_utils
 
 from services import encoder
+from services.triton.batching import JobSteps, Work
 from services.triton.contracts import EncoderRequest
 from services.triton.requests import SequenceFlags, input_getter
 from services.triton.serving import ModelServing
@@ -16,24 +21,28 @@ from services.triton.serving import ModelServing
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
-        self.serving: ModelServing[encoder.EncoderStream] = ModelServing(args, decoupled=False)
+        self.serving: ModelServing[encoder.EncoderStream] = ModelServing(args, decoupled=False, kernel=self._step)
         self.model = encoder.load(self.serving.params.weights_dir("encoder")).to(self.serving.device)
 
     def execute(self, requests: list[Any]) -> list[Any]:
-        return self.serving.respond_all(requests, self._respond)
+        return self.serving.respond_all(requests, self._job)
 
     def finalize(self) -> None:
         self.serving.shutdown()
 
-    def _respond(self, request: Any, flags: SequenceFlags) -> Any:
+    def _step(self, work: list[encoder.EncoderWork]) -> list[torch.Tensor]:
+        return encoder.encode_batch(self.model, work)
+
+    def _job(self, request: Any, flags: SequenceFlags) -> JobSteps:
         parsed = EncoderRequest.parse(input_getter(request), end=flags.end)
         stream = self.serving.streams.open_or_get(flags, self.model.new_stream)
         offset = stream.frames_emitted
-        with torch.inference_mode():
-            embeddings = stream.push(parsed.audio, final=flags.end)
-        return pb_utils.InferenceResponse(
+        embeddings = yield Work(stream.prepare(parsed.audio, final=flags.end))
+        yield pb_utils.InferenceResponse(
             [
                 pb_utils.Tensor("EMBEDDINGS", embeddings.cpu().numpy().astype(np.float32)[None]),
                 pb_utils.Tensor("FRAME_OFFSET", np.array([[offset]], dtype=np.int64)),
+                # What the client may wait for before its next request: fewer samples come back empty.
+                pb_utils.Tensor("SAMPLES_NEEDED", np.array([[stream.samples_needed]], dtype=np.int64)),
             ]
         )

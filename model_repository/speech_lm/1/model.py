@@ -1,8 +1,11 @@
-"""Triton adapter for the speech-token LM (``services.speech_lm``): decoupled, one stream per turn."""
+"""Triton adapter for the speech-token LM (``services.speech_lm``): decoupled, one stream per turn.
+
+Every request is a job on the model's step scheduler: one speech token per step, beside the tokens
+of every other turn (``services.triton.scheduler``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -10,6 +13,7 @@ import torch
 import triton_python_backend_utils as pb_utils
 
 from services import speech_lm
+from services.triton.batching import JobSteps, Work
 from services.triton.contracts import SpeechLMRequest
 from services.triton.requests import SequenceFlags, input_getter
 from services.triton.serving import ModelServing
@@ -18,20 +22,23 @@ from services.triton.tensors import InvalidInputError
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
-        self.serving: ModelServing[speech_lm.SpeechLMStream] = ModelServing(args, decoupled=True)
+        self.serving: ModelServing[speech_lm.SpeechLMStream] = ModelServing(args, decoupled=True, kernel=self._step)
         self.model = speech_lm.load(self.serving.params.weights_dir("speech_lm")).to(self.serving.device)
         self.width = 2 * self.model.config.llm_hidden_size
         self.tokens_per_group = self.model.config.tokens_per_group
         self.max_tokens = self.serving.params.get_int("max_tokens_limit", 4096)
 
     def execute(self, requests: list[Any]) -> None:
-        # A cancelled turn is over: its stream is freed at once instead of waiting for the idle timeout.
-        self.serving.stream_all(requests, self._responses, free_on_cancel=True)
+        # A stopped turn is over: its stream is freed at once instead of waiting for the idle timeout.
+        self.serving.schedule_all(requests, self._job, free_on_cancel=True)
 
     def finalize(self) -> None:
         self.serving.shutdown()
 
-    def _responses(self, request: Any, flags: SequenceFlags, is_cancelled: Callable[[], bool]) -> Iterator[Any]:
+    def _step(self, work: list[tuple[speech_lm.SpeechLMStream, torch.Tensor]]) -> list[torch.Tensor]:
+        return self.model.run(work)
+
+    def _job(self, request: Any, flags: SequenceFlags) -> JobSteps:
         job = SpeechLMRequest.parse(
             input_getter(request),
             width=self.width,
@@ -46,19 +53,20 @@ class TritonPythonModel:
         if job.semantic is not None:
             with torch.inference_mode():
                 stream.push_semantic(torch.from_numpy(job.semantic).to(self.serving.device))
-        produced = 0
-        for token in stream.generate(
+        generation = speech_lm.SpeechGeneration(
+            stream,
             job.max_tokens,
             until_eos=job.until_eos,
             temperature=job.sampling.temperature,
             top_k=job.sampling.top_k,
             seed=job.sampling.seed,
-        ):
-            produced += 1
+        )
+        while (rows := generation.prepare()) is not None:
+            token = generation.take((yield Work((stream, rows))))
+            if token is None:
+                break
             yield _response([token], end_of_speech=False)
-            if is_cancelled():
-                return
-        if job.until_eos and produced < job.max_tokens:
+        if job.until_eos and generation.emitted < job.max_tokens:
             yield _response([], end_of_speech=True)
 
 
