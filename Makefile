@@ -43,11 +43,13 @@ demo: weights
 	$(VENV)/bin/minmo stack up --weights $(WEIGHTS)
 	$(VENV)/bin/minmo talk --out out/reply.wav
 
-# Per-stage latency of the streaming paths, then the load sweep (N concurrent real-time conversations until
-# real time breaks, beside the direct chain), against the local stack (started if it is not up).
+# Per-stage latency of the streaming paths, each model's per-stream cost against its batch size (through Triton
+# and in process), then the load sweep (N concurrent real-time conversations until real time breaks, beside the
+# direct chain), against the local stack (started if it is not up).
 perf: weights
 	@curl -sf -o /dev/null http://127.0.0.1:8000/v2/health/ready || $(VENV)/bin/minmo stack up --weights $(WEIGHTS)
 	$(PY) -m perf.stage_latency --repeats 5
+	$(PY) -m perf.batching --in-process --out out/perf/batching
 	$(PY) -m perf.load --out out/perf/load
 
 # Coverage-guided fuzzing (atheris) of the audio decoder and of Converse's event parsing, FUZZ_SECONDS each;

@@ -156,15 +156,16 @@ def add_gain(rows: list[dict[str, Any]]) -> None:
 
 def markdown(result: dict[str, Any]) -> str:
     lines = [
-        "| source | stage | B | streams/step | step ms | per stream ms | gain vs B=1 |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| source | stage | B | streams/step | step ms | per stream ms | gain vs B=1 | one at a time, ms/stream |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in result["triton"] + result.get("in_process", []):
         gain = f"{row['gain']:.2f}x" if row.get("gain") else "-"
         batch = f"{row['mean_batch']:.2f}" if "mean_batch" in row else str(row["streams"])
+        single = f"{row['single_per_stream_ms']:.2f}" if "single_per_stream_ms" in row else "-"
         lines.append(
             f"| {row.get('source', 'triton')} | {row['stage']} | {row['streams']} | {batch} | "
-            f"{row['step_ms']:.2f} | {row['per_stream_ms']:.2f} | {gain} |"
+            f"{row['step_ms']:.2f} | {row['per_stream_ms']:.2f} | {gain} | {single} |"
         )
     return "\n".join(lines) + "\n"
 
