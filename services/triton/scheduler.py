@@ -83,6 +83,12 @@ class StepScheduler:
         with self._cond:
             return len(self._queues)
 
+    def queued(self, stream: Hashable) -> int:
+        """Requests of ``stream`` waiting or running."""
+        with self._cond:
+            queue = self._queues.get(stream)
+            return 0 if queue is None else len(queue)
+
     def _loop(self) -> None:
         while True:
             with self._cond:

@@ -35,6 +35,7 @@ MakeJob = Callable[[Any, SequenceFlags], JobSteps]
 Produce = Callable[[Any, SequenceFlags, Callable[[], bool]], Iterator[Any]]
 
 DEFAULT_MAX_STEP_BATCH = 64
+DEFAULT_MAX_QUEUED_PER_STREAM = 16
 CANCEL_POLL_SECONDS = 0.05
 
 
@@ -58,6 +59,8 @@ class ModelServing(Generic[StateT]):
         self._stops: set[tuple[int, str]] = set()
         self._scheduler: StepScheduler | None = None
         self._executor: OrderedExecutor | None = None
+        # Requests of one stream run one at a time; more than this many waiting is a client flooding its stream.
+        self._max_queued = self.params.get_int("max_queued_per_stream", DEFAULT_MAX_QUEUED_PER_STREAM)
         if decoupled and kernel is not None:
             self._scheduler = StepScheduler(
                 self.name,
@@ -114,6 +117,9 @@ class ModelServing(Generic[StateT]):
                 self._stops.add(_stop_key(request))
                 self._scheduler.submit(key, _ScheduledRequest(self, request, self._acknowledge(request), False))
                 continue
+            if self._scheduler.queued(key) >= self._max_queued:
+                self._refuse(request, f"stream {key} already has {self._max_queued} requests waiting: wait for them")
+                continue
             _, steps = self._steps(request, make_job)
             self._scheduler.submit(key, _ScheduledRequest(self, request, steps, free_on_cancel))
 
@@ -137,6 +143,14 @@ class ModelServing(Generic[StateT]):
 
     def stopped(self, request: Any) -> bool:
         return _stop_key(request) in self._stops
+
+    def _refuse(self, request: Any, message: str) -> None:
+        """Answer ``request`` at once with UNAVAILABLE (a bound was hit: retrying later can succeed)."""
+        import triton_python_backend_utils as pb_utils
+
+        error = pb_utils.TritonError(message, pb_utils.TritonError.UNAVAILABLE)
+        self.meter.count(1)
+        send_final(request.get_response_sender(), pb_utils.InferenceResponse(error=error))
 
     def _steps(self, request: Any, make_job: MakeJob) -> tuple[SequenceFlags | None, JobSteps]:
         try:

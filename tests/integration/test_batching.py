@@ -246,3 +246,36 @@ async def test_encoder_and_duplex_streams_together_equal_each_alone(
     assert mean_encoder_batch > 1.2, f"the encoder served {mean_encoder_batch:.2f} streams per call"
     calls_after, served_after = batch_histogram(triton, "duplex")
     assert served_after - served > calls_after - calls  # some duplex calls served several streams
+
+
+async def test_a_stream_flooded_with_requests_is_refused_beyond_its_queue_bound(models: TritonModels) -> None:
+    """Requests of one stream wait their turn in the model; more than 16 waiting are refused at once."""
+    session = new_stream_id()
+    first = models.open_stream("backbone")
+    long_run = first.request(
+        {"INPUT_IDS": np.arange(10, 20, dtype=np.int32), "MAX_NEW_TOKENS": np.array([2000], np.int32)},
+        sequence_id=session,
+        start=True,
+    )
+    await anext(long_run)  # the prefill: the session exists and is generating
+
+    async def one_more() -> str:
+        stream = models.open_stream("backbone")
+        try:
+            await collect(stream, {"MAX_NEW_TOKENS": np.array([1], np.int32)}, sequence_id=session)
+            return "served"
+        except TritonStageError as exc:
+            return exc.message
+        finally:
+            await stream.close()
+
+    flood = [asyncio.create_task(one_more()) for _ in range(24)]
+    await asyncio.sleep(1.0)
+    first.cancel()  # STOP the long generation: the queued requests then run one by one
+    outcomes = await asyncio.wait_for(asyncio.gather(*flood), 60)
+    refused = [o for o in outcomes if "requests waiting" in o]
+    assert len(refused) >= 24 - 15, outcomes  # the running request and 15 waiting fill the bound of 16
+    assert outcomes.count("served") == 24 - len(refused)
+    closer = models.open_stream("backbone")
+    await collect(closer, {"INPUT_IDS": np.zeros(0, np.int32)}, sequence_id=session, end=True)
+    await closer.close()
