@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	@bash scripts/install_system_packages.sh
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,parity]'
 	@touch $(STAMP)
 
 # Python code and type stubs of protos/minmo into the gitignored protos/gen (package `minmo`). The editable

@@ -9,10 +9,11 @@ ARG TRITON_VERSION=25.06
 FROM nvcr.io/nvidia/tritonserver:${TRITON_VERSION}-trtllm-python-py3
 
 # Pinned like pyproject.toml. torch is not reinstalled by default: the base ships the CUDA build that
-# TensorRT-LLM is compiled against; set TORCH_VERSION only for a base image without it.
+# TensorRT-LLM is compiled against; set TORCH_VERSION only for a base image without it. tokenizers is
+# NOT installed: the base's transformers (and with it tensorrt_llm, 0.20.0 in 25.06) requires the
+# tokenizers the base ships, and our code uses only its stable API (Tokenizer.from_file, token_to_id).
 ARG NUMPY_VERSION=1.26.4
 ARG SAFETENSORS_VERSION=0.8.0
-ARG TOKENIZERS_VERSION=0.23.3
 ARG KALDI_NATIVE_FBANK_VERSION=1.23.0
 ARG PYYAML_VERSION=6.0.3
 # The liveness probe (services/triton/stub_probe.py) talks to the server through tritonclient.
@@ -21,8 +22,11 @@ ARG TORCH_VERSION=""
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
 
 # The model.py adapters import `services.*` from /opt/minmo.
+# The base is Ubuntu 24.04, whose system Python is "externally managed" (PEP 668): pip refuses to install
+# into it unless told to; this image is that Python's only user.
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_BREAK_SYSTEM_PACKAGES=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONPATH=/opt/minmo \
     HOME=/tmp
@@ -30,14 +34,14 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python3 -m pip install \
       "numpy==${NUMPY_VERSION}" \
       "safetensors==${SAFETENSORS_VERSION}" \
-      "tokenizers==${TOKENIZERS_VERSION}" \
       "kaldi-native-fbank==${KALDI_NATIVE_FBANK_VERSION}" \
       "pyyaml==${PYYAML_VERSION}" \
       "tritonclient[grpc]==${TRITONCLIENT_VERSION}" \
  && if [ -n "${TORCH_VERSION}" ]; then \
       python3 -m pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"; \
     fi \
- && python3 -c "import torch, numpy, safetensors, tokenizers, kaldi_native_fbank, tritonclient.grpc"
+ && python3 -c "import torch, numpy, safetensors, tokenizers, kaldi_native_fbank, tritonclient.grpc" \
+ && python3 -c "import transformers"  # checks its pinned tokenizers/numpy at import: what tensorrt_llm needs
 
 COPY services /opt/minmo/services
 COPY model_repository /opt/minmo/model_repository

@@ -39,10 +39,10 @@ TEXT_PER_S = 5 / 0.6  # backbone text tokens per second of assistant speech (5 p
 SPEECH_LM_PER_S = 20 / 0.6  # speech-LM positions per second of speech (5 semantic + 15 tokens per 600 ms)
 SPEAKING_TURN_S = 30  # longest assistant turn the speech LM's per-turn KV is sized for
 SPEAKING_SHARE = 0.5  # sessions speaking at any moment (vocoder + speech-LM state exist only then)
-# The four KIND_GPU stages as served: their adapters load float32 weights (services/common/weights.py
-# builds each module at torch's default dtype) and move them to the GPU without a cast, and each Python
-# instance is its own process with its own copy. Set BF16 here once the adapters cast.
-STAGE_BYTES = FP32
+# The four KIND_GPU stages as served: each adapter casts its stage to the values file's stage_dtype
+# (services/triton/precision.py) except the parts a stage keeps in float32 (FLOAT32_PARTS: the vocoder's
+# HiFT; the encoder's CMVN holds buffers only), and each Python instance is its own process with its own copy.
+DTYPE_BYTES = {"float32": FP32, "bfloat16": BF16, "float16": BF16}
 UNARY_BATCH = 16  # encoder/duplex: the templates' max_batch_size, the requests one execute() batches
 VALUES = Path(__file__).resolve().parents[1] / "services" / "gpu_profile" / "values-l20.yaml"
 PAPER_L20_MS = {"duplex": 250, "backbone": 150, "speech_lm": 70, "vocoder": 130}
@@ -58,7 +58,7 @@ HOST_US_PER_KERNEL = 5.0  # eager PyTorch: dispatch + launch of one kernel-launc
 HOST_US_PER_VIEW = 1.4  # eager PyTorch: one view-only op
 HOST_US_PER_SYNC = 15.0  # one .item()/.cpu() round trip after the queue drained
 GPU_US_PER_KERNEL = 2.0  # the shortest a kernel occupies the GPU
-BLS_MS_PER_RESPONSE = 0.3  # backbone BLS (Python): one engine response in, one of ours out
+BLS_MS_PER_RESPONSE = 0.3  # backbone Python model: one executor response in, one of ours out
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,10 @@ class StageWeights:
 
     @property
     def int8_bytes(self) -> int:
-        """Linear weights at one byte (per-channel scales neglected), everything else kept in bf16."""
+        """Linear weights at one byte (per-channel scales neglected), everything else kept in bf16.
+
+        TensorRT-LLM's weight-only quantisation leaves ``lm_head`` in the engine dtype, as it does the
+        embedding table, so ``linear_params`` does not count it (:func:`count`)."""
         return self.linear_params * INT8 + (self.params - self.linear_params) * BF16
 
 
@@ -88,8 +91,16 @@ def build_on_meta() -> dict[str, nn.Module]:
 
 
 def count(module: nn.Module) -> StageWeights:
-    linear = sum(m.weight.numel() for m in module.modules() if isinstance(m, nn.Linear))
+    linear = sum(
+        m.weight.numel() for name, m in module.named_modules() if isinstance(m, nn.Linear) and name != "lm_head"
+    )
     return StageWeights(params=sum(p.numel() for p in module.parameters()), linear_params=linear)
+
+
+def float32_params(module: nn.Module) -> int:
+    """Parameters a stage keeps in float32 whatever it is served in (its ``FLOAT32_PARTS``)."""
+    parts = tuple(getattr(module, "FLOAT32_PARTS", ()))
+    return sum(p.numel() for name, p in module.named_parameters() if name.split(".")[0] in parts)
 
 
 def kv_bytes_per_token(config: Qwen2Config, bytes_per_value: int = BF16) -> int:
@@ -187,15 +198,25 @@ class Budget:
     token2wav_params: int  # weights one 15-token chunk reads: flow encoder + HiFT once, estimator per Euler step
     step_batch: dict[str, int]  # most streams in one step of each PyTorch stage (Triton's batch or max_step_batch)
     stream_state: dict[str, int]  # per-stream state one step of each PyTorch stage reads, as served
+    stage_dtype: str  # the values file's: what the four PyTorch stages are served in
+    float32: dict[str, int]  # parameters each PyTorch stage keeps in float32 anyway (the vocoder's HiFT)
+
+    @property
+    def stage_bytes(self) -> int:
+        return DTYPE_BYTES[self.stage_dtype]
+
+    def _bytes(self, stage: str, params: int) -> int:
+        kept = self.float32.get(stage, 0)
+        return (params - kept) * self.stage_bytes + kept * FP32
 
     def served_bytes(self, stage: str) -> int:
-        """One instance's weights of a KIND_GPU PyTorch stage, as loaded."""
-        return self.weights[stage].params * STAGE_BYTES
+        """One instance's weights of a KIND_GPU PyTorch stage, as loaded and cast."""
+        return self._bytes(stage, self.weights[stage].params)
 
     def step_read_bytes(self, stage: str) -> int:
         """Weights one step reads: the vocoder's estimator once per Euler step, the others once."""
         params = self.token2wav_params if stage == "vocoder" else self.weights[stage].params
-        return params * STAGE_BYTES
+        return self._bytes(stage, params)
 
 
 def make_budget(values: GpuValues) -> Budget:
@@ -211,13 +232,14 @@ def make_budget(values: GpuValues) -> Budget:
         sum(p.numel() for p in vocoder.parameters()) + (VocoderConfig.preset("minmo").flow.n_timesteps - 1) * estimator
     )
     backbone_cfg = Qwen2Config.preset("minmo")
-    lm_kv = kv_bytes_per_token(SpeechLMConfig.preset("minmo").body, STAGE_BYTES)
+    stage_bytes = DTYPE_BYTES[values.stage_dtype]
+    lm_kv = kv_bytes_per_token(SpeechLMConfig.preset("minmo").body, stage_bytes)
     turn_kv = int(lm_kv * SPEECH_LM_PER_S * SPEAKING_TURN_S)
     state = {
-        "encoder": encoder_state_bytes(EncoderConfig.preset("minmo"), STAGE_BYTES),
-        "duplex": duplex_state_bytes(DuplexConfig.preset("minmo"), STAGE_BYTES),
+        "encoder": encoder_state_bytes(EncoderConfig.preset("minmo"), stage_bytes),
+        "duplex": duplex_state_bytes(DuplexConfig.preset("minmo"), stage_bytes),
         "speech_lm": turn_kv // 2,  # a step reads the stream's KV: half a turn on average
-        "vocoder": vocoder_state_bytes(VocoderConfig.preset("minmo"), STAGE_BYTES),
+        "vocoder": vocoder_state_bytes(VocoderConfig.preset("minmo"), stage_bytes),
     }
     activations = {
         "backbone": step_activation_bytes(backbone_cfg, values.max_num_tokens),
@@ -226,7 +248,8 @@ def make_budget(values: GpuValues) -> Budget:
     }
     # A full step's activations, in every instance at once: they grow with the streams a step batches.
     for stage in ("speech_lm", "encoder", "duplex", "vocoder"):
-        per_stream = EAGER[stage].activation_per_stream * STAGE_BYTES / FP32
+        # Traced in float32; scaled to the served dtype (HiFT's float32 share of the vocoder's is neglected).
+        per_stream = EAGER[stage].activation_per_stream * stage_bytes / FP32
         activations[stage] = int(instances[stage] * step_batch[stage] * per_stream)
     return Budget(
         weights={name: count(module) for name, module in modules.items()},
@@ -235,13 +258,14 @@ def make_budget(values: GpuValues) -> Budget:
         session_fixed=state["encoder"] + state["duplex"],
         speaking_state=turn_kv + state["vocoder"],
         activations=activations,
-        # The engine process, each KIND_GPU instance and each backbone BLS instance (it moves the
-        # prompt table and hidden states through CUDA memory).
-        overhead=int(CUDA_CONTEXT * (1 + sum(instances.values()))),
+        # Each KIND_GPU instance and the backbone's one process, which holds the TensorRT-LLM executor.
+        overhead=int(CUDA_CONTEXT * sum(instances.values())),
         token2wav_params=token2wav,
         instances=instances,
         step_batch=step_batch,
         stream_state=state,
+        stage_dtype=values.stage_dtype,
+        float32={name: float32_params(modules[name]) for name in STAGES if name != "backbone"},
     )
 
 
@@ -296,7 +320,7 @@ def step_gpu_ms(b: Budget, stage: str, streams: int) -> float:
     step = EAGER[stage]
     read = b.step_read_bytes(stage) + streams * b.stream_state[stage]
     flops = streams * step.flops_per_stream
-    roofline = max(read / GPU_BANDWIDTH, flops / (PEAK_FLOPS[STAGE_BYTES] * MATMUL_EFFICIENCY))
+    roofline = max(read / GPU_BANDWIDTH, flops / (PEAK_FLOPS[b.stage_bytes] * MATMUL_EFFICIENCY))
     return roofline * 1000 + step.kernel_floor_ms(streams)
 
 
@@ -412,7 +436,7 @@ def _weights_table(b: Budget) -> list[str]:
         "| stage | parameters | bf16 GB | int8 weight-only GB | served GB (dtype x instances) |",
         "|---|---:|---:|---:|---:|",
     ]
-    served_name = {FP32: "fp32", BF16: "bf16"}[STAGE_BYTES]
+    served_name = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}[b.stage_dtype]
     for name in STAGES:
         if name == "backbone":
             served = f"{gb(w[name].bf16_bytes)} (engine, bf16)"
@@ -445,7 +469,7 @@ def _state_table(b: Budget) -> list[str]:
     for ctx in (4096, 8192, 32768):
         lines.append(f"| backbone KV at a {ctx // 1024}k context | {gb(ctx * b.kv_token)} GB |")
     lines += [
-        f"| speech-LM KV per position (24 x 2 x 64 x 2 x {STAGE_BYTES} B) | {b.speech_lm_kv_token:,} B |",
+        f"| speech-LM KV per position (24 x 2 x 64 x 2 x {b.stage_bytes} B) | {b.speech_lm_kv_token:,} B |",
         f"| speech LM, one {SPEAKING_TURN_S} s turn ({SPEECH_LM_PER_S:.1f} positions/s) | "
         f"{mb(b.speech_lm_kv_token * SPEECH_LM_PER_S * SPEAKING_TURN_S)} MB |",
         f"| vocoder stream (flow estimator K/V, 100 frames x 56 blocks x 10 steps x 2 CFG) | "
@@ -557,15 +581,18 @@ def render(b: Budget, *, context: int = 8192) -> str:
     lines = ["## Memory and compute budget: minmo sizes on one L20 (48 GB, 864 GB/s)", ""]
     for table in (_weights_table(b), _state_table(b), _activation_table(b), _step_table(b), _sessions_table(b)):
         lines += [*table, ""]
-    lines += [*_load_table(b, context=context), "", *_floor_table(b), "", *ASSUMPTIONS]
+    assumptions = [line.replace("{stage_dtype}", b.stage_dtype) for line in ASSUMPTIONS]
+    lines += [*_load_table(b, context=context), "", *_floor_table(b), "", *assumptions]
     return "\n".join(lines) + "\n"
 
 
 ASSUMPTIONS = [
     "Assumptions: 48e9 B of GPU memory with 5% kept free; one CUDA context of 0.5 GB per GPU process "
-    "(the TensorRT-LLM backend, each KIND_GPU Python instance and each backbone BLS instance of the values file); "
+    "(each KIND_GPU Python instance of the values file, and the backbone's process, which drives the "
+    "TensorRT-LLM executor); "
     "the backbone engine in bf16 or int8 weight-only (nn.Linear weights at 1 byte, scales neglected); the four "
-    "PyTorch stages as served: float32 weights, state and activations, one copy per instance; "
+    "PyTorch stages as served: weights, state and activations in the values file's stage_dtype ({stage_dtype}; "
+    "the vocoder's HiFT weights in float32 in any dtype, as the adapters serve them), one copy per instance; "
     "a session's backbone context capped at the engine's max_seq_len (longer ones are truncated); "
     f"{SPEAKING_SHARE:.0%} of sessions speaking at once; a speaking session holds a {SPEAKING_TURN_S} s "
     "speech-LM turn and one vocoder stream; the listen fork shares its prefix KV blocks (KV-cache reuse). "
@@ -582,7 +609,8 @@ ASSUMPTIONS = [
     f"longer, plus {GPU_US_PER_KERNEL:.0f} us of GPU per kernel; the backbone's context is the row's cap for "
     f"every session. The PyTorch stages launch eagerly: {HOST_US_PER_KERNEL:.0f} us of host time per "
     f"kernel-launching op, {HOST_US_PER_VIEW} us per view, {HOST_US_PER_SYNC:.0f} us per host sync (calibrated "
-    "on a CPU run of a width-shrunk speech LM, op counts traced on the meta device); the backbone BLS spends "
+    "on a CPU run of a width-shrunk speech LM, op counts traced on the meta device); the backbone's Python "
+    "model spends "
     f"{BLS_MS_PER_RESPONSE} ms of Python per response. These are estimates, not GPU measurements. Nothing here "
     "was measured on a GPU.",
 ]

@@ -118,7 +118,7 @@ class DuplexPredictor(nn.Module):
             raise ValueError(f"hidden must be [B, T, {self.config.llm_dim}], got {tuple(hidden.shape)}")
         if speaking.shape != hidden.shape[:2]:
             raise ValueError(f"speaking must be [B, T] = {tuple(hidden.shape[:2])}, got {tuple(speaking.shape)}")
-        return self.input_proj(hidden.float()) + self.speaking_embed(speaking.long())
+        return self.input_proj(hidden.to(self.input_proj.weight.dtype)) + self.speaking_embed(speaking.long())
 
     def head(self, x: Tensor, n_query: int) -> Tensor:
         return self.classifier(self.norm(self.layer(x, n_query)))
@@ -143,7 +143,8 @@ class DuplexPredictor(nn.Module):
         """
         x = self.embed(hidden[None], speaking[None])[0]
         h, caches = self.layer.step(x, caches, rows)
-        return self.classifier(self.norm(h)).softmax(-1), caches
+        # Probabilities in float32 whatever the served dtype: the policy compares them with thresholds.
+        return self.classifier(self.norm(h)).float().softmax(-1), caches
 
     def new_stream(self) -> DuplexStream:
         return DuplexStream(self)

@@ -71,5 +71,5 @@ def encode_batch(model: SpeechEncoder, work: Sequence[EncoderWork]) -> list[torc
         for w, piece, state in zip(busy, pieces, nexts, strict=True):
             w.stream._advance(w, state, piece.shape[0])
             results[id(w.stream)] = piece
-    empty = torch.zeros(0, model.config.llm_dim, device=model.device)
+    empty = torch.zeros(0, model.config.llm_dim, device=model.device, dtype=model.dtype)
     return [results.get(id(w.stream), empty) for w in work]

@@ -30,9 +30,12 @@ class EncoderConfig(FlatConfig):
     # Blocks of ``encoders0`` (1, maps 560 -> d_model) plus ``encoders``; ``tp_blocks`` follow after_norm.
     num_blocks: int = 3
     tp_blocks: int = 1
+    # SenseVoice's encoder applies tp_norm after its tp blocks even when it has none; True keeps that.
+    tp_norm: bool = False
     kernel_size: int = 11
-    # FSMN look-ahead in LFR frames. SenseVoice uses (kernel-1)//2; streaming requires 0, because a
-    # non-zero right context would need frames of the next, not yet received chunk.
+    # FSMN look-ahead in LFR frames. SenseVoice centres its kernel: (kernel-1) - (kernel-1)//2 (= 5 for 11).
+    # 0 makes streaming exact; > 0 (imported SenseVoice weights) streams an approximation: the last
+    # fsmn_right_context frames of a chunk read zeros for frames not yet received (docs/real-model.md).
     fsmn_right_context: int = 0
     chunk_frames: int = 4
     left_chunks: int = 4

@@ -112,6 +112,9 @@ class Projector(nn.Module):
 class SpeechEncoder(nn.Module):
     """SenseVoice-style SAN-M encoder with chunked attention plus MinMo's input projector."""
 
+    # CMVN subtracts a mean of the same size as the features: kept in float32 (services.common.precision).
+    FLOAT32_PARTS = ("frontend",)
+
     def __init__(self, config: EncoderConfig) -> None:
         super().__init__()
         self.config = config
@@ -133,7 +136,7 @@ class SpeechEncoder(nn.Module):
         self.encoders = nn.ModuleList(sanm(c.d_model) for _ in range(c.num_blocks - 1))
         self.after_norm = nn.LayerNorm(c.d_model, eps=c.layer_norm_eps)
         self.tp_encoders = nn.ModuleList(sanm(c.d_model) for _ in range(c.tp_blocks))
-        self.tp_norm = nn.LayerNorm(c.d_model, eps=c.layer_norm_eps) if c.tp_blocks else None
+        self.tp_norm = nn.LayerNorm(c.d_model, eps=c.layer_norm_eps) if c.tp_blocks or c.tp_norm else None
         self.projector = Projector(c)
         # Attention needs left_chunks whole chunks; the causal FSMN needs kernel-1 frames.
         self.context_frames = max(c.left_chunks * c.chunk_frames, c.kernel_size - 1)
@@ -148,12 +151,17 @@ class SpeechEncoder(nn.Module):
         """Where the weights are (a KIND_GPU instance moves the module there): new tensors go there too."""
         return next(self.parameters()).device
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """What the network computes in (the served dtype); features stay float32 up to CMVN."""
+        return self.after_norm.weight.dtype
+
     def new_state(self) -> EncoderState:
         """A fresh stream's state: frame 0, caches of zeros (frames before the utterance)."""
         return self._empty_state(self.context_frames, self.projector.keep)
 
     def _empty_state(self, keep: int, projector_keep: int) -> EncoderState:
-        c, w = self.config, next(self.parameters())
+        c, w = self.config, self.after_norm.weight
         blocks = len(self.encoders0) + len(self.encoders) + len(self.tp_encoders)
         sanm = torch.zeros(blocks, keep, 2 * c.d_model, device=w.device, dtype=w.dtype)
         projector = torch.zeros(
@@ -178,7 +186,8 @@ class SpeechEncoder(nn.Module):
         c = self.config
         starts = [s.start for s in states]
         rows = RowLayout.build(starts, counts, states[0].sanm.shape[1], c.chunk_frames, c.left_chunks, lfr.device)
-        x = self.frontend(lfr) * math.sqrt(c.d_model) + sinusoidal_encoding(rows.positions + 1, c.lfr_dim)
+        x = self.frontend(lfr.float()) * math.sqrt(c.d_model) + sinusoidal_encoding(rows.positions + 1, c.lfr_dim)
+        x = x.to(self.dtype)
         kv = kv_buffer([s.sanm for s in states], rows.n_max)
         n_main = len(self.encoders0) + len(self.encoders)
         x = self.after_norm(_run_layers([*self.encoders0, *self.encoders], x, kv[:, :n_main], rows))
@@ -199,17 +208,38 @@ class SpeechEncoder(nn.Module):
     def forward(self, lfr: torch.Tensor) -> torch.Tensor:
         return self.forward_frames(lfr)
 
+    def sanm_whole(self, lfr: torch.Tensor, *, full_attention: bool = True) -> torch.Tensor:
+        """The SAN-M encoder alone (no projector) on a whole utterance's LFR frames ``[n, lfr_dim]``.
+
+        ``full_attention``: every frame attends to the whole utterance, as SenseVoice's encoder does
+        (with the config's FSMN alignment this is the upstream function: the parity tests compare it
+        with FunASR's ``SenseVoiceEncoderSmall``); False: the serving chunk mask.
+        """
+        c, n = self.config, lfr.shape[0]
+        chunk = max(n, 1) if full_attention else c.chunk_frames
+        left = 0 if full_attention else c.left_chunks
+        rows = RowLayout.build([0], [n], 0, chunk, left, lfr.device)
+        x = self.frontend(lfr.float()) * math.sqrt(c.d_model) + sinusoidal_encoding(rows.positions + 1, c.lfr_dim)
+        x = x.to(self.dtype)
+        blocks = len(self.encoders0) + len(self.encoders) + len(self.tp_encoders)
+        kv = x.new_zeros(1, blocks, n, 2 * c.d_model)
+        n_main = len(self.encoders0) + len(self.encoders)
+        x = self.after_norm(_run_layers([*self.encoders0, *self.encoders], x, kv[:, :n_main], rows))
+        if self.tp_norm is not None:
+            x = self.tp_norm(_run_layers(self.tp_encoders, x, kv[:, n_main:], rows))
+        return x
+
     @torch.inference_mode()
     def encode(self, pcm: np.ndarray, *, sample_rate: int | None = None) -> torch.Tensor:
         """Whole utterance: float32 PCM ``[S]`` in [-1, 1] -> ``[count_output_frames(S), llm_dim]``."""
         pcm = validate_pcm(pcm, self.config, sample_rate, allow_empty=False)
         lfr = LfrStacker(self.config).push(FbankExtractor(self.config).accept(pcm), final=True)
         if lfr.shape[0] == 0:
-            return torch.zeros(0, self.config.llm_dim, device=self.device)
+            return torch.zeros(0, self.config.llm_dim, device=self.device, dtype=self.dtype)
         return self.forward_frames(torch.from_numpy(lfr).to(self.device))
 
     def new_stream(self) -> EncoderStream:
-        """A fresh streaming session; raises ValueError if the config looks ahead (fsmn_right_context)."""
+        """A fresh streaming session (an approximation when the FSMN looks ahead: see ``fsmn_right_context``)."""
         from services.encoder.stream import EncoderStream
 
         return EncoderStream(self)

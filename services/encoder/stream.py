@@ -4,7 +4,9 @@ A session emits ``chunk_frames / projector_stride`` embeddings each time a chunk
 complete (once per ``chunk_ms`` of audio: the fbank windows of a chunk's last LFR frame end inside
 the chunk, so there is no look-ahead), and at ``final=True``
 flushes the LFR tail and the partial last chunk. Concatenating everything it returns equals
-:meth:`SpeechEncoder.encode` on the concatenated PCM, up to float rounding.
+:meth:`SpeechEncoder.encode` on the concatenated PCM, up to float rounding, when the FSMN does not
+look ahead (``fsmn_right_context`` 0, the smoke and minmo presets); imported SenseVoice weights look
+ahead, and their stream is a measured approximation (docs/real-model.md).
 
 A push has two halves so that a scheduler can step many sessions together: :meth:`EncoderStream.prepare`
 (validation and frontend, per stream) and :func:`~services.encoder.batch.encode_batch` (one network
@@ -30,11 +32,8 @@ class EncoderStream:
 
     def __init__(self, model: SpeechEncoder) -> None:
         config = model.config
-        if config.fsmn_right_context != 0:
-            raise ValueError(
-                f"streaming needs fsmn_right_context=0 (got {config.fsmn_right_context}): "
-                "a look-ahead FSMN would read frames of chunks not yet received"
-            )
+        # With fsmn_right_context > 0 (imported SenseVoice weights) the stream is an approximation of the
+        # whole-utterance function: a chunk's last frames read zeros for frames not yet received.
         self._model = model
         self._config = config
         self._fbank = FbankExtractor(config)

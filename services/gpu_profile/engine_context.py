@@ -1,7 +1,7 @@
 """A backbone stream's context as the TensorRT-LLM engine sees it: token ids, fake ids, a prompt table.
 
 The engine takes a whole prompt per request and keeps no per-stream state; the CPU backbone keeps a
-growing KV cache per stream. The BLS bridges the two with this class: it holds the stream's
+growing KV cache per stream. The GPU backbone model bridges the two with this class: it holds the stream's
 positions (real ids for text, ``vocab_size + row`` for speech rows of ``prompt_embedding_table``),
 resends them on every request and lets ``enable_kv_cache_reuse`` skip the prefix already computed.
 Truncate and fork are list operations here, which is why they cost nothing on the GPU path.
@@ -10,6 +10,7 @@ Truncate and fork are list operations here, which is why they cost nothing on th
 from __future__ import annotations
 
 import hashlib
+import secrets
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,13 +39,28 @@ def speech_extra_id(row: np.ndarray) -> int:
     return (int.from_bytes(digest, "little") & ((1 << 63) - 1)) or 1
 
 
+def append_extra_id(salt: int, offset: int) -> int:
+    """A non-zero 63-bit extra id for position ``offset`` of the append salted ``salt``."""
+    digest = hashlib.blake2b(f"{salt}:{offset}".encode(), digest_size=8).digest()
+    return (int.from_bytes(digest, "little") & ((1 << 63) - 1)) or 1
+
+
 def to_engine_input(
-    input_ids: list[int], speech: np.ndarray | None, suffix_ids: list[int], *, vocab_size: int, first_row: int = 0
+    input_ids: list[int],
+    speech: np.ndarray | None,
+    suffix_ids: list[int],
+    *,
+    vocab_size: int,
+    first_row: int = 0,
+    salt: int | None = None,
 ) -> EngineInput:
     """Our ``INPUT_IDS`` + ``SPEECH_EMBEDDINGS`` [n, dim] + ``SUFFIX_IDS`` as one engine prompt.
 
     Speech row ``i`` becomes id ``vocab_size + first_row + i`` and row ``first_row + i`` of the table
-    (``first_row`` counts the speech rows already in the stream's context).
+    (``first_row`` counts the speech rows already in the stream's context). With a ``salt`` every
+    position gets an extra id of its own (the executor path: appended positions must never match
+    another request's KV blocks, see :mod:`services.gpu_profile.executor_requests`); without, text
+    positions get 0 and speech rows a hash of their content.
     """
     for name, ids in (("INPUT_IDS", input_ids), ("SUFFIX_IDS", suffix_ids)):
         bad = [i for i in ids if not 0 <= i < vocab_size]
@@ -56,13 +72,16 @@ def to_engine_input(
     fake = vocab_size + first_row + np.arange(rows.shape[0], dtype=np.int64)
     ids = np.concatenate([np.asarray(input_ids, np.int64), fake, np.asarray(suffix_ids, np.int64)])
     extra = np.zeros(ids.shape[0], np.uint64)
-    extra[len(input_ids) : len(input_ids) + rows.shape[0]] = [speech_extra_id(r) for r in rows]
+    if salt is not None:
+        extra[:] = [append_extra_id(salt, i) for i in range(ids.shape[0])]
+    else:
+        extra[len(input_ids) : len(input_ids) + rows.shape[0]] = [speech_extra_id(r) for r in rows]
     return EngineInput(input_ids=ids.astype(np.int32), prompt_table=rows, extra_ids=extra)
 
 
 @dataclass
 class EngineContext:
-    """The positions of one stream, in conversation order; owned by one BLS stream, not thread-safe."""
+    """The positions of one stream, in conversation order; owned by one backbone stream, not thread-safe."""
 
     vocab_size: int
     width: int
@@ -76,11 +95,19 @@ class EngineContext:
     def length(self) -> int:
         return len(self.ids)
 
-    def append(self, input_ids: list[int], speech: np.ndarray | None, suffix_ids: list[int]) -> int:
-        """Add positions (checked against both bounds first, so a refused append changes nothing)."""
+    def append(
+        self, input_ids: list[int], speech: np.ndarray | None, suffix_ids: list[int], *, salted: bool = False
+    ) -> int:
+        """Add positions (checked against both bounds first, so a refused append changes nothing).
+
+        ``salted``: the appended positions get fresh extra ids (the executor path's KV-reuse rule).
+        """
         if speech is not None and (speech.ndim != 2 or speech.shape[1] != self.width):
             raise ValueError(f"speech embeddings must be [n, {self.width}], got {tuple(speech.shape)}")
-        part = to_engine_input(input_ids, speech, suffix_ids, vocab_size=self.vocab_size, first_row=len(self.rows))
+        salt = secrets.randbits(62) if salted else None
+        part = to_engine_input(
+            input_ids, speech, suffix_ids, vocab_size=self.vocab_size, first_row=len(self.rows), salt=salt
+        )
         n = int(part.input_ids.shape[0])
         if self.length + n > self.max_length:
             raise ValueError(

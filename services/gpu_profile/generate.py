@@ -1,9 +1,10 @@
-"""Write the GPU model repository from the values file: six configs, the BLS shim, the stage adapters.
+"""Write the GPU model repository from the values file: five configs, the executor backbone, the stage adapters.
 
-Layout written to ``--out``: ``tensorrt_llm/`` (engine model, version folder ``1/`` left empty as
-the TensorRT-LLM backend expects), ``backbone/`` (BLS, same contract as the CPU backbone) and the
-KIND_GPU variants of ``encoder``, ``duplex``, ``speech_lm``, ``vocoder`` whose ``1/model.py`` are the
-CPU profile's own adapters: the contract and the code are shared, only placement differs.
+Layout written to ``--out``: ``backbone/`` (a Python model driving the TensorRT-LLM executor itself,
+same contract as the CPU backbone) and the KIND_GPU variants of ``encoder``, ``duplex``,
+``speech_lm``, ``vocoder`` whose ``1/model.py`` are the CPU profile's own adapters: the contract and
+the code are shared, only placement and dtype differ. There is no ``tensorrt_llm`` model: Triton's
+TensorRT-LLM backend cannot return the engine's hidden states (services/gpu_profile/executor_requests.py).
 """
 
 from __future__ import annotations
@@ -16,17 +17,16 @@ from services.gpu_profile.values import STAGES, STEP_SCHEDULED, GpuValues
 
 TEMPLATES = Path(__file__).parent / "templates"
 CPU_REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
-MODELS = ("tensorrt_llm", "backbone", *STAGES)
-_TRITON_DTYPES = {"bfloat16": "TYPE_BF16", "float16": "TYPE_FP16"}
+MODELS = ("backbone", *STAGES)
 
 
 def template_values(values: GpuValues) -> dict[str, str]:
     """The flat strings the templates read; derived ones (dtype names, CSV lists) are computed here."""
-    triton_dtype = _TRITON_DTYPES[values.engine_dtype]
     flat = {
         "engine_dir": values.engine_dir,
         "weights_dir": values.weights_dir,
         "engine_dtype": values.engine_dtype,
+        "stage_dtype": values.stage_dtype,
         "max_batch_size": str(values.max_batch_size),
         "max_seq_len": str(values.max_seq_len),
         "max_prompt_rows": str(values.max_prompt_rows),
@@ -34,8 +34,6 @@ def template_values(values: GpuValues) -> dict[str, str]:
         "enable_kv_cache_reuse": "true" if values.enable_kv_cache_reuse else "false",
         "batch_scheduler_policy": values.batch_scheduler_policy,
         "gpu_device_ids_csv": ",".join(str(i) for i in values.gpu_device_ids),
-        "prompt_table_datatype": triton_dtype,
-        "hidden_states_datatype": triton_dtype,
     }
     flat.update({f"{model}_count": str(values.instance_count(model)) for model in ("backbone", *STAGES)})
     flat.update({f"{stage}_max_step_batch": str(values.step_batch(stage)) for stage in STEP_SCHEDULED})

@@ -4,12 +4,14 @@ MinMo needs the final hidden state of every position (duplex predictor, speech-L
 decision: mark the transformer body's output (after the final RMSNorm, before the last-token
 gather and ``lm_head``) as an extra network output named :data:`HIDDEN_OUTPUT`, while the network
 is built. Rejected alternative: an identity ``lm_head`` with ``gather_generation_logits``: sampling
-would move out of the engine into the BLS and the real ``lm_head`` (545M parameters) with it.
+would move out of the engine into the backbone model and the real ``lm_head`` (545M parameters) with it.
 
-At run time the executor returns the marked tensor when it is requested as an additional model
-output (``AdditionalModelOutput(name, gather_context=True)``): all context positions, then one row
-per generation step. This module imports ``tensorrt_llm`` lazily so the rest of the package (and
-its tests) work without it. UNTESTED on a GPU here: see the README's "Serving the real model".
+At run time the executor returns the marked tensor only when it is requested as an additional model
+output, in the ``ExecutorConfig`` and per request (``AdditionalModelOutput(name, gather_context=True)``):
+the computed context positions, then one row per generation step. Triton's ``tensorrtllm`` backend
+requests neither, so the GPU backbone drives the executor itself
+(:mod:`services.gpu_profile.executor_requests`). This module imports ``tensorrt_llm`` lazily so the
+rest of the package (and its tests) work without it. UNTESTED on a GPU here: docs/real-model.md.
 """
 
 from __future__ import annotations
@@ -60,13 +62,6 @@ def install_for_qwen(output_name: str = HIDDEN_OUTPUT) -> None:
             f"(the Triton trtllm image) where `trtllm-build` works ({exc})"
         ) from exc
     mark_final_hidden_states(QWenModel, output_name)
-
-
-def executor_additional_outputs(output_name: str = HIDDEN_OUTPUT) -> list[Any]:
-    """What an executor-based runtime must request to receive the marked tensor (context and generation)."""
-    from tensorrt_llm.bindings.executor import AdditionalModelOutput
-
-    return [AdditionalModelOutput(output_name, True)]
 
 
 def parse_args(argv: list[str] | None) -> tuple[str, list[str]]:

@@ -1,8 +1,9 @@
-"""Our backbone contract on top of the ``tensorrt_llm`` engine model, without any Triton import.
+"""Our backbone contract on top of the TensorRT-LLM executor's stream, without any Triton import.
 
-The BLS ``model.py`` (templates/backbone_model.py.tmpl) only moves tensors; what a request means
-lives here, typed and testable on a CPU: which tensors the engine gets, and how its streamed
-responses become our prefill response and one response per token.
+The GPU backbone ``model.py`` (templates/backbone_model.py.tmpl) only moves tensors; what a response
+means lives here (and what a request is in :mod:`services.gpu_profile.executor_requests`), typed and
+testable on a CPU: how the executor's streamed results become our prefill response and one response
+per token.
 
 Hidden-state pairing (the contract: a token's HIDDEN is the state it was sampled from): the first
 engine response carries the context's final-norm states (``gather_context``) and the first token,
@@ -17,11 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.gpu_profile.engine_context import EngineContext, EngineInput
-from services.triton.contracts import BackboneRequest
+from services.gpu_profile.engine_context import EngineContext
 
 Tensors = dict[str, np.ndarray]
-ENGINE_OUTPUTS = ("output_ids", "sequence_length", "hidden_states")
 
 
 class EngineContractError(RuntimeError):
@@ -34,33 +33,6 @@ class EngineStep:
 
     token_ids: list[int]
     hidden: np.ndarray
-
-
-def engine_tensors(inp: EngineInput, job: BackboneRequest, *, end_id: int, pad_id: int) -> Tensors:
-    """The ``tensorrt_llm`` inputs of one request, batch dimension included, prompt table in float32.
-
-    ``request_output_len`` is at least 1 (the engine always samples once); with MAX_NEW_TOKENS 0 the
-    bridge drops that token. The table is cast to the engine dtype by the caller (numpy has no bf16).
-    """
-    n = int(inp.input_ids.shape[0])
-    tensors: Tensors = {
-        "input_ids": inp.input_ids[None].astype(np.int32),
-        "input_lengths": np.array([[n]], np.int32),
-        "request_output_len": np.array([[max(job.max_new_tokens, 1)]], np.int32),
-        "end_id": np.array([[end_id]], np.int32),
-        "pad_id": np.array([[pad_id]], np.int32),
-        "streaming": np.array([[True]]),
-        "temperature": np.array([[job.sampling.temperature]], np.float32),
-        "runtime_top_k": np.array([[job.sampling.top_k if job.sampling.temperature > 0 else 1]], np.int32),
-        "runtime_top_p": np.array([[job.sampling.top_p]], np.float32),
-    }
-    if job.sampling.seed is not None:
-        tensors["seed"] = np.array([[job.sampling.seed]], np.uint64)
-    if inp.prompt_vocab_size:
-        tensors["prompt_embedding_table"] = inp.prompt_table[None].astype(np.float32)
-        tensors["prompt_vocab_size"] = np.array([[inp.prompt_vocab_size]], np.int32)
-        tensors["prompt_table_extra_ids"] = inp.extra_ids[None].astype(np.uint64)
-    return tensors
 
 
 def response(token_ids: list[int], hidden: np.ndarray, embeddings: np.ndarray, length: int) -> Tensors:

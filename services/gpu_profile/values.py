@@ -17,6 +17,8 @@ import yaml
 WeightOnly = Literal["none", "int8", "int4"]
 SchedulerPolicy = Literal["guaranteed_no_evict", "max_utilization"]
 EngineDtype = Literal["bfloat16", "float16"]
+# What the four KIND_GPU PyTorch stages are served in (their adapters' `dtype` parameter).
+StageDtype = Literal["float32", "bfloat16", "float16"]
 STAGES = ("encoder", "duplex", "speech_lm", "vocoder")
 # KIND_GPU stages that run the in-model step scheduler (services/triton/scheduler.py); the unary encoder
 # and duplex batch through Triton (max_batch_size), the backbone in the engine.
@@ -48,6 +50,7 @@ class GpuValues:
     weights_dir: str
     convert_script: str
     engine_dtype: EngineDtype
+    stage_dtype: StageDtype
     weight_only: WeightOnly
     max_batch_size: int
     max_input_len: int
@@ -78,6 +81,11 @@ class GpuValues:
             raise ValuesError(f"instances: unknown models {unknown}; expected some of {['backbone', *STAGES]}")
         if any(count < 1 for count in self.instances.values()):
             raise ValuesError(f"instances: every count must be >= 1, got {self.instances}")
+        if self.instance_count("backbone") != 1:
+            raise ValuesError(
+                f"instances: backbone must be 1, got {self.instance_count('backbone')}: one process drives the "
+                "engine's one executor, which batches in flight itself"
+            )
         unknown = sorted(set(self.max_step_batch) - set(STEP_SCHEDULED))
         if unknown:
             raise ValuesError(
@@ -102,12 +110,11 @@ class GpuValues:
 
     @property
     def backbone_worker_threads(self) -> int:
-        """Threads per BLS instance: each holds one engine request for as long as it streams.
+        """Threads of the backbone model: each holds one executor request for as long as it streams.
 
-        The BLS runs every request on a worker thread that blocks on the engine's decoupled response
-        stream, so the requests in flight in the engine are at most BLS instances x threads. Fewer than
-        the engine's ``max_batch_size`` would leave in-flight batching slots empty while requests queue
-        in the BLS; rounding up lets at most ``instances - 1`` extra ones wait in the engine's queue.
+        Every request runs on a worker thread that waits on the executor's responses, so the requests
+        in flight in the engine are at most this many; fewer than the engine's ``max_batch_size`` would
+        leave in-flight batching slots empty while requests queue in the model.
         """
         return math.ceil(self.max_batch_size / self.instance_count("backbone"))
 
@@ -145,7 +152,12 @@ class GpuValues:
 
 def _check_type(name: str, value: Any, annotation: str) -> None:
     """YAML gives ``8192`` and ``"8192"`` different types; refuse the wrong one instead of coercing."""
-    choices = {"WeightOnly": WeightOnly, "SchedulerPolicy": SchedulerPolicy, "EngineDtype": EngineDtype}
+    choices = {
+        "WeightOnly": WeightOnly,
+        "SchedulerPolicy": SchedulerPolicy,
+        "EngineDtype": EngineDtype,
+        "StageDtype": StageDtype,
+    }
     if annotation in choices:
         allowed = get_args(choices[annotation])
         if value not in allowed:

@@ -1,12 +1,14 @@
 """Import a CosyVoice 2 folder as the speech_lm and vocoder stages plus named voices.
 
 Source layout (the ``CosyVoice2-0.5B`` release): ``cosyvoice2.yaml`` (HyperPyYAML), ``llm.pt``,
-``flow.pt``, ``hift.pt`` (torch state dicts), ``campplus.onnx``, ``speech_tokenizer_v2.onnx``,
-``spk2info.pt`` and ``CosyVoice-BlankEN/config.json`` (the Qwen2.5-0.5B config CosyVoice builds the
-LM body from). ``llm.pt`` is ``Qwen2LM``'s state dict: the body under ``llm.model.model.*`` (HF
-``Qwen2ForCausalLM`` inside ``Qwen2Encoder``), ``llm_embedding``, ``speech_embedding``,
-``llm_decoder``. Our :class:`~services.speech_lm.SpeechLM` keeps the body as ``llm.*`` and drops
-the text ``embed_tokens`` / ``lm_head`` (MinMo feeds projected backbone states, never text ids).
+``flow.pt``, ``hift.pt`` (torch state dicts; ``hift.pt`` keys may carry the GAN recipe's
+``generator.`` prefix), ``campplus.onnx``, ``speech_tokenizer_v2.onnx``, optionally ``spk2info.pt``
+(the release has none: see :mod:`services.importers.voice_sources`) and
+``CosyVoice-BlankEN/config.json`` (the Qwen2.5-0.5B config CosyVoice builds the LM body from). ``llm.pt`` is
+``Qwen2LM``'s state dict: the body under ``llm.model.model.*`` (HF ``Qwen2ForCausalLM`` inside
+``Qwen2Encoder``), ``llm_embedding``, ``speech_embedding``, ``llm_decoder``. Our
+:class:`~services.speech_lm.SpeechLM` keeps the body as ``llm.*`` and drops the text
+``embed_tokens`` / ``lm_head`` (MinMo feeds projected backbone states, never text ids).
 
 The speech_lm stage also holds MinMo's output projector, which ``minmo models import minmo`` adds;
 until then the folder is marked pending and its strict load names the missing projector keys.
@@ -28,7 +30,8 @@ from services.importers.hyperyaml import load_hyperpyyaml, section
 from services.importers.output import read_meta, write_stage
 from services.importers.qwen2 import qwen2_config_from_hf, read_json
 from services.importers.torch_files import load_state_dict, shapes
-from services.importers.voices import CAMPPLUS_FILE, check_campplus, check_speech_tokenizer, read_spk2info, save_voices
+from services.importers.voice_sources import gather_voices
+from services.importers.voices import CAMPPLUS_FILE, check_campplus, check_speech_tokenizer, save_voices
 from services.speech_lm import SpeechLM, SpeechLMConfig
 
 YAML_FILE = "cosyvoice2.yaml"
@@ -72,8 +75,19 @@ def speech_lm_config(source: Path, doc: dict[str, object], llm_width: int) -> Sp
     )
 
 
-def import_cosyvoice2(source: Path, out: Path, *, default_voice: str | None = None) -> list[str]:
-    """Write ``out/speech_lm`` (pending the output projector) and ``out/vocoder`` with ``voices.safetensors``."""
+def import_cosyvoice2(
+    source: Path,
+    out: Path,
+    *,
+    default_voice: str | None = None,
+    voices_files: list[Path] | None = None,
+    prompts: dict[str, Path] | None = None,
+) -> list[str]:
+    """Write ``out/speech_lm`` (pending the output projector) and ``out/vocoder`` with ``voices.safetensors``.
+
+    Voices come from ``spk2info.pt`` (when the folder has one), ``voices_files`` and ``prompts``
+    (name -> recording); at least one is needed (:func:`~services.importers.voice_sources.gather_voices`).
+    """
     yaml_path = source / YAML_FILE
     doc = load_hyperpyyaml(yaml_path, overrides={"qwen_pretrain_path": str(source / BODY_CONFIG.parent)})
     lm_config = speech_lm_config(source, doc, backbone_width(out, SpeechLMConfig.preset("minmo").llm_hidden_size))
@@ -86,17 +100,21 @@ def import_cosyvoice2(source: Path, out: Path, *, default_voice: str | None = No
     check_keys(lm_expected, shapes(lm_state), source=f"{source / 'llm.pt'} (Qwen2LM; body llm.model.model.* -> llm.*)")
 
     voc_state = vocoder_tensors(load_state_dict(source / "flow.pt"), load_state_dict(source / "hift.pt"))
-    voices = read_spk2info(source / "spk2info.pt", voc_config.speaker_dim)
+    check_campplus(source / CAMPPLUS_FILE)
+    voices, voice_report = gather_voices(
+        source, source / CAMPPLUS_FILE, voices_files=voices_files or [], prompts=prompts or {}
+    )
     name = default_voice if default_voice is not None else sorted(voices)[0]
     if name not in voices:
-        raise CheckpointError(f"--default-voice {name!r} is not in spk2info.pt; voices: {', '.join(sorted(voices))}")
+        raise CheckpointError(
+            f"--default-voice {name!r} is not among the imported voices; voices: {', '.join(sorted(voices))}"
+        )
     voc_state["default_speaker"] = voices[name]
     check_keys(
         expected_vocoder_shapes(voc_config),
         shapes(voc_state),
         source=f"{source} flow.pt (flow.*) + hift.pt (hift.*, weight norm folded)",
     )
-    check_campplus(source / CAMPPLUS_FILE)
     check_speech_tokenizer(source / "speech_tokenizer_v2.onnx")
 
     sources = {"checkpoint": str(source.resolve())}
@@ -111,5 +129,6 @@ def import_cosyvoice2(source: Path, out: Path, *, default_voice: str | None = No
         f"speech_lm: {len(lm_state)} tensors, body {lm_config.body.num_hidden_layers} layers x "
         f"{lm_config.width} -> {out / speech_lm.STAGE} (pending: MinMo output projector)",
         f"vocoder: {len(voc_state)} tensors (flow + HiFT), default voice {name!r} -> {target}",
-        f"voices: {len(voices)} named speaker embeddings -> {target / 'voices.safetensors'}; campplus.onnx copied",
+        f"voices: {len(voices)} named speaker embeddings ({'; '.join(voice_report)}) -> "
+        f"{target / 'voices.safetensors'}; campplus.onnx copied",
     ]

@@ -119,9 +119,15 @@ def vocoder_config(doc: dict[str, Any], source: str) -> VocoderConfig:
         raise CheckpointError(f"{source}: {exc}") from None
 
 
+# hift.pt saved by CosyVoice's GAN recipe (HiFiGan wrapper) names the generator's tensors ``generator.*``;
+# upstream strips it when it loads hift.pt (cosyvoice/cli/model.py), and so do we.
+GAN_PREFIX = "generator."
+
+
 def vocoder_tensors(flow: dict[str, torch.Tensor], hift: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Our names for the two state dicts (``default_speaker`` is added by the caller)."""
     out = {f"flow.{k}": v for k, v in flow.items()}
+    hift = {k.removeprefix(GAN_PREFIX): v for k, v in hift.items()}
     out.update({f"hift.{k}": v for k, v in fold_weight_norm(hift).items()})
     return out
 

@@ -10,12 +10,17 @@ same without the ``encoder.`` prefix, and ``am.mvn`` becomes ``frontend.add_shif
 
 Decision: MinMo's encoder is "SenseVoice-Large (SAN-M + LFR)", but the public SenseVoice-Large
 differs from that description and its weights are not released, so we import the SAN-M layout with
-SenseVoice-Small key names at the sizes in ``config.yaml``. The ASR heads (``ctc.*``, the language/
-emotion query ``embed.*``) are not part of the encoder and are skipped. Our FSMN looks back only
-(streaming); SenseVoice centres its kernel, so the imported weights see a shifted FSMN window
-unless the config keeps ``fsmn_right_context`` at SenseVoice's ``(kernel_size - 1) // 2``, which
-turns streaming off. The encoder stage also holds MinMo's input projector, added by
-``minmo models import minmo``.
+SenseVoice-Small key names at the sizes in ``config.yaml``. The ASR heads (``ctc.*``) and the query
+table ``embed.*`` (SenseVoiceSmall prepends 4 language/event/emotion/ITN rows to the features before
+its encoder) are skipped: MinMo's use of them is not published, and the encoder below computes
+``SenseVoiceEncoderSmall.forward`` on the features alone.
+
+The imported config keeps upstream's math: the FSMN kernel centred as ``sanm_shfit`` says
+(``fsmn_right_context``), ``tp_norm`` applied even without tp blocks, LayerNorm eps 1e-5.
+``SpeechEncoder.sanm_whole`` computes the upstream function exactly on a whole utterance (full
+attention); the served stream is an approximation of it (chunked attention, look-ahead frames not yet
+received read as zeros), measured by :mod:`services.importers.sensevoice_streaming`. The encoder
+stage also holds MinMo's input projector, added by ``minmo models import minmo``.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from services.importers.output import write_stage
 from services.importers.torch_files import load_state_dict, shapes
 
 _SKIPPED_PREFIXES = ("ctc.", "embed.", "criterion_att.", "criterion.")
+LAYER_NORM_EPS = 1e-5  # FunASR's LayerNorm: torch's default eps
 PROJECTOR_PENDING = "projector: run `minmo models import minmo <dir> --out <weights>`"
 
 
@@ -80,6 +86,15 @@ def encoder_config(doc: dict[str, Any], llm_width: int, source: str) -> EncoderC
     if kind and "SenseVoice" not in kind and "SANM" not in kind:
         raise CheckpointError(f"{source}: encoder is {doc.get('encoder')!r}, expected a SAN-M (SenseVoice) encoder")
     base = EncoderConfig.preset("minmo")
+    for key, supported in (("normalize_before", True), ("concat_after", False)):
+        if bool(enc.get(key, supported)) != supported:
+            raise CheckpointError(f"{source}: encoder_conf.{key}={enc[key]!r}; only {supported} is supported")
+    kernel = int(enc.get("kernel_size", base.kernel_size))
+    left = (kernel - 1) // 2 + int(enc.get("sanm_shfit", 0))  # FunASR's MultiHeadedAttentionSANM padding
+    if not 0 <= left <= kernel - 1:
+        raise CheckpointError(
+            f"{source}: encoder_conf.sanm_shfit {enc.get('sanm_shfit')} shifts the FSMN off its kernel"
+        )
     try:
         return dataclasses.replace(
             base,
@@ -94,7 +109,10 @@ def encoder_config(doc: dict[str, Any], llm_width: int, source: str) -> EncoderC
             linear_units=int(enc["linear_units"]),
             num_blocks=int(enc["num_blocks"]),
             tp_blocks=int(enc.get("tp_blocks", 0)),
-            kernel_size=int(enc.get("kernel_size", base.kernel_size)),
+            kernel_size=kernel,
+            fsmn_right_context=kernel - 1 - left,
+            tp_norm=True,
+            layer_norm_eps=LAYER_NORM_EPS,
             llm_dim=llm_width,
             # Placeholder until the minmo import sets the projector from MinMo's own config.
             projector_layers=0,

@@ -1,10 +1,13 @@
 """Speaker embeddings for the vocoder's ``SPEAKER`` input: CosyVoice's named voices and CAM++ prompts.
 
-``spk2info.pt`` maps a speaker id to a dict whose ``embedding`` is the CAM++ x-vector ``[1, 192]``;
-the importer stores them as ``voices.safetensors`` (name -> ``[192]`` float32) beside the vocoder
-weights. ``campplus.onnx`` turns a 16 kHz voice prompt into such an embedding; :func:`embed_voice`
-runs it the way CosyVoice's frontend does: 80-bin Kaldi fbank (25/10 ms, povey window, no dither)
-on samples in [-1, 1], minus the per-utterance mean of each bin, input ``[1, frames, 80]``.
+``spk2info.pt`` maps a speaker id to a dict holding the CAM++ x-vector ``[1, 192]``: ``embedding``
+in the SFT voices CosyVoice 1 ships, ``flow_embedding`` (and an equal ``llm_embedding``) in the
+entries CosyVoice 2's ``add_zero_shot_spk`` + ``save_spkinfo`` write (beside the prompt's tokens and
+mel, which our vocoder does not use: it conditions on the x-vector only). The importer stores them
+as ``voices.safetensors`` (name -> ``[192]`` float32) beside the vocoder weights. ``campplus.onnx``
+turns a 16 kHz voice prompt into such an embedding; :func:`embed_voice` runs it the way CosyVoice's
+frontend does: 80-bin Kaldi fbank (25/10 ms, povey window, no dither) on samples in [-1, 1], minus
+the per-utterance mean of each bin, input ``[1, frames, 80]``.
 """
 
 from __future__ import annotations
@@ -31,10 +34,13 @@ def read_spk2info(path: Path, dim: int = SPEAKER_DIM) -> dict[str, torch.Tensor]
     """Named voices from ``spk2info.pt``, each a finite ``[dim]`` float32 vector."""
     info = load_pt(path)
     if not isinstance(info, dict) or not info:
-        raise CheckpointError(f"{path} must map speaker ids to dicts with an 'embedding'")
+        raise CheckpointError(f"{path} must map speaker ids to dicts with an 'embedding' or a 'flow_embedding'")
     voices: dict[str, torch.Tensor] = {}
     for name, entry in info.items():
-        emb = entry.get("embedding") if isinstance(entry, dict) else None
+        # The flow's x-vector is what the vocoder conditions on; SFT entries have only `embedding`.
+        emb = None
+        if isinstance(entry, dict):
+            emb = entry.get("flow_embedding", entry.get("embedding"))
         if not isinstance(emb, torch.Tensor) or emb.numel() != dim:
             got = tuple(emb.shape) if isinstance(emb, torch.Tensor) else type(emb).__name__
             raise CheckpointError(f"{path}: speaker {name!r} embedding: expected (1, {dim}), got {got}")

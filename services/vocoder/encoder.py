@@ -70,7 +70,7 @@ class RelPositionAttention(nn.Module):
         # right-aligned), from 1 - t to t - 1 + cached: one position table serves the whole batch
         cached = k.shape[2] - t
         span = torch.arange(1 - t, t + cached, device=x.device)
-        p = self.linear_pos(relative_sinusoids(span, width)).view(-1, self.h, self.d_k).permute(1, 2, 0)
+        p = self.linear_pos(relative_sinusoids(span, width).to(x.dtype)).view(-1, self.h, self.d_k).permute(1, 2, 0)
         content = torch.matmul(q + self.pos_bias_u[:, None], k.transpose(-2, -1))
         by_distance = torch.matmul(q + self.pos_bias_v[:, None], p)
         query = torch.arange(t, device=x.device)[:, None]

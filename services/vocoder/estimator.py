@@ -169,7 +169,8 @@ class CausalConditionalDecoder(nn.Module):
 
         Returns the velocity ``[B, T, 80]``.
         """
-        time = self.time_mlp(timestep_sinusoids(t, self.in_channels))
+        # The flow time enters in float32 (bf16 would round t = 0.0123 to 0.0123 +- 4e-5); the table in x's dtype.
+        time = self.time_mlp(timestep_sinusoids(t.float(), self.in_channels).to(x.dtype))
         h = torch.cat([x, mu, spks[:, None, :].expand(-1, x.shape[1], -1), cond], dim=2)
         down, up = self.down_blocks[0], self.up_blocks[0]
         skip = self._unet_block(down, h, time, memory)

@@ -44,7 +44,8 @@ class CausalConditionalCFM(nn.Module):
         """``mu``: ``[B, T, 80]``, stream ``b``'s frames from ``starts[b]`` on (right-padded to ``T``);
         ``spks``: ``[B, 80]`` -> mel ``[B, T, 80]``."""
         length = mu.shape[1]
-        x = torch.stack([self.noise.take(start, length).T for start in starts]).to(mu.device, mu.dtype)
+        # The Euler state accumulates in float32 whatever the served dtype; only the estimator runs in it.
+        x = torch.stack([self.noise.take(start, length).T for start in starts]).to(mu.device, torch.float32)
         # a stream's conditional and unconditional rows sit side by side, as its step memories hold them
         mu_in = torch.stack([mu, torch.zeros_like(mu)], dim=1).flatten(0, 1)
         spks_in = torch.stack([spks, torch.zeros_like(spks)], dim=1).flatten(0, 1)
@@ -53,8 +54,10 @@ class CausalConditionalCFM(nn.Module):
             t, dt = self.t_span[step], self.t_span[step + 1] - self.t_span[step]
             memory = memories[step] if memories is not None else None
             # one flow time for every row: its embedding is computed once and broadcast
-            t_in = torch.full((1,), t, dtype=mu.dtype, device=mu.device)
-            velocity = self.estimator(x.repeat_interleave(2, dim=0), mu_in, t_in, spks_in, cond_in, memory)
+            t_in = torch.full((1,), t, dtype=torch.float32, device=mu.device)
+            velocity = self.estimator(
+                x.to(mu.dtype).repeat_interleave(2, dim=0), mu_in, t_in, spks_in, cond_in, memory
+            ).float()
             guided = (1.0 + self.cfg_rate) * velocity[0::2] - self.cfg_rate * velocity[1::2]
             x = x + dt * guided
         return x
@@ -121,8 +124,9 @@ class Flow(nn.Module):
         self.decoder = CausalConditionalCFM(config)
 
     def project_speaker(self, embedding: Tensor) -> Tensor:
-        """CAM++ x-vector ``[1, 192]`` -> ``[1, 80]`` (unit-normalised first, as in training)."""
-        return self.spk_embed_affine_layer(F.normalize(embedding, dim=1))
+        """CAM++ x-vector ``[1, 192]`` -> ``[1, 80]`` (unit-normalised first, in float32, as in training)."""
+        weight = self.spk_embed_affine_layer.weight
+        return self.spk_embed_affine_layer(F.normalize(embedding.float(), dim=1).to(weight.dtype))
 
     def forward(self, tokens: Tensor, spks: Tensor) -> Tensor:
         """Whole utterance: ``[N]`` token ids, ``[1, 80]`` speaker -> mel ``[80, 2N]``."""
@@ -130,7 +134,7 @@ class Flow(nn.Module):
         if tokens.numel() == 0:
             return torch.zeros(self.config.output_size, 0, device=device)
         h = self.encoder(self.input_embedding(tokens.to(device))[None], 0)
-        return self.decoder(self.encoder_proj(h), spks, [0])[0].T
+        return self.decoder(self.encoder_proj(h), spks, [0])[0].T  # float32: the decoder's Euler state
 
     def new_state(self) -> FlowState:
         c = self.config
@@ -216,6 +220,7 @@ class Flow(nn.Module):
             return torch.stack([step.window for step in steps]), None
         spans = [(lead - step.lead, width - lead - step.tokens) for step in steps]
         ids = torch.stack([F.pad(step.window, span) for step, span in zip(steps, spans, strict=True)])
-        ones = [torch.ones_like(step.window, dtype=torch.float32) for step in steps]
+        # In the served dtype: a float32 mask would promote the token embeddings it multiplies.
+        ones = [torch.ones_like(step.window, dtype=self.input_embedding.weight.dtype) for step in steps]
         valid = torch.stack([F.pad(one, span) for one, span in zip(ones, spans, strict=True)])
         return ids, valid

@@ -21,6 +21,9 @@ class Token2Wav(nn.Module):
     """Flow (tokens -> mel) and HiFT (mel -> PCM) with a default speaker for callers that have none."""
 
     default_speaker: Tensor
+    # HiFT's phases, STFT and iSTFT stay float32 (as in CosyVoice 2's fp16 mode), and so does the stored
+    # voice; the flow runs in the served dtype (services.common.precision).
+    FLOAT32_PARTS = ("hift", "default_speaker")
 
     def __init__(self, config: VocoderConfig) -> None:
         super().__init__()

@@ -85,7 +85,6 @@ def test_triton_base_is_the_trtllm_python_image() -> None:
             {
                 "NUMPY_VERSION": "numpy",
                 "SAFETENSORS_VERSION": "safetensors",
-                "TOKENIZERS_VERSION": "tokenizers",
                 "KALDI_NATIVE_FBANK_VERSION": "kaldi-native-fbank",
                 "PYYAML_VERSION": "pyyaml",
             },

@@ -91,7 +91,8 @@ async def test_speech_lm_cancellation_frees_the_stream(models: TritonModels, tri
     baseline = open_streams(triton.ports.metrics, "speech_lm")
     request = {
         "QUERY": np.random.default_rng(0).standard_normal(2 * LLM_DIM).astype(np.float32),
-        "SEMANTIC": np.random.default_rng(1).standard_normal((5, 2 * LLM_DIM)).astype(np.float32),
+        # 100 groups: 1500 tokens, far more than the steps a STOP takes to arrive (a batched step is ~1 ms).
+        "SEMANTIC": np.random.default_rng(1).standard_normal((500, 2 * LLM_DIM)).astype(np.float32),
         "MAX_TOKENS": np.array([4000], np.int32),
         "UNTIL_EOS": np.array([False]),
     }

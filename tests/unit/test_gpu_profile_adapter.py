@@ -1,4 +1,4 @@
-"""The BLS bridge on the CPU: speech rows as fake ids + prompt table, stream context, response pairing."""
+"""The GPU backbone's bridge on the CPU: speech rows as fake ids + prompt table, stream context, response pairing."""
 
 from __future__ import annotations
 
@@ -10,9 +10,7 @@ from services.gpu_profile.trtllm_adapter import (
     EngineContractError,
     EngineStep,
     backbone_responses,
-    engine_tensors,
 )
-from services.triton.contracts import BackboneRequest
 
 VOCAB, WIDTH = 100, 4
 
@@ -76,31 +74,6 @@ def test_fork_is_independent_and_refused_appends_change_nothing() -> None:
     with pytest.raises(ValueError, match="exceed the engine's max_seq_len 6"):
         context.append([1, 2, 3, 4], None, [])
     assert context.ids == [1, 100, 101] and len(context.rows) == 2
-
-
-def job(max_new_tokens: int = 3, seed: int | None = None) -> BackboneRequest:
-    tensors: dict[str, np.ndarray] = {"MAX_NEW_TOKENS": np.array([[max_new_tokens]], np.int32)}
-    if seed is not None:
-        tensors["RANDOM_SEED"] = np.array([[seed]], np.uint64)
-    return BackboneRequest.parse(tensors.get, vocab_size=VOCAB, width=WIDTH, max_new_tokens_limit=16)
-
-
-def test_engine_tensors_send_the_whole_context_and_its_prompt_table() -> None:
-    context = EngineContext(VOCAB, WIDTH, max_length=64, max_rows=16)
-    context.append([1], rows(2), [2])
-    tensors = engine_tensors(context.engine_input(), job(max_new_tokens=0, seed=7), end_id=99, pad_id=98)
-    assert tensors["input_ids"].tolist() == [[1, 100, 101, 2]]
-    assert tensors["input_lengths"].tolist() == [[4]]
-    assert tensors["request_output_len"].tolist() == [[1]], "the engine always samples once"
-    assert tensors["prompt_vocab_size"].tolist() == [[2]]
-    assert tensors["prompt_embedding_table"].shape == (1, 2, WIDTH)
-    assert tensors["prompt_table_extra_ids"].shape == (1, 4)
-    assert tensors["seed"].tolist() == [[7]]
-    assert tensors["runtime_top_k"].tolist() == [[1]], "temperature 0 is greedy"
-    assert bool(tensors["streaming"][0, 0])
-    text_only = EngineContext(VOCAB, WIDTH, max_length=64, max_rows=16)
-    text_only.append([1], None, [])
-    assert "prompt_embedding_table" not in engine_tensors(text_only.engine_input(), job(), end_id=99, pad_id=98)
 
 
 def embed(token_id: int) -> np.ndarray:

@@ -47,41 +47,12 @@ def test_every_generated_config_is_a_valid_triton_model_config(repository: Path)
         config = gpu_config(repository, model)
         assert config.name == model
         assert "${" not in (repository / model / "config.pbtxt").read_text()
-    assert (repository / "backbone" / "1" / "model.py").read_text().startswith('"""Triton BLS adapter')
+    assert (repository / "backbone" / "1" / "model.py").read_text().startswith('"""Triton Python model')
+    assert not (repository / "tensorrt_llm").exists(), "no tensorrtllm-backend model: it cannot return hidden states"
     for stage in STAGES:
         assert (repository / stage / "1" / "model.py").read_bytes() == (
             CPU_REPOSITORY / stage / "1" / "model.py"
         ).read_bytes()
-
-
-def test_tensorrt_llm_config_carries_the_values(repository: Path) -> None:
-    config = gpu_config(repository, "tensorrt_llm")
-    assert config.backend == "tensorrtllm"
-    assert config.max_batch_size == 16
-    assert config.model_transaction_policy.decoupled
-    params = {k: v.string_value for k, v in config.parameters.items()}
-    assert params["gpt_model_type"] == "inflight_fused_batching"
-    assert params["gpt_model_path"] == "/weights/trtllm/engine/qwen2.5-7b-minmo-l20"
-    assert params["kv_cache_free_gpu_mem_fraction"] == "0.35"
-    assert params["enable_kv_cache_reuse"] == "true"
-    assert params["batch_scheduler_policy"] == "guaranteed_no_evict"
-    assert params["gpu_device_ids"] == "0"
-    inputs = {i.name: i for i in config.input}
-    assert {"input_ids", "input_lengths", "request_output_len", "streaming", "end_id", "pad_id"} <= set(inputs)
-    assert {"temperature", "runtime_top_k", "runtime_top_p", "seed"} <= set(inputs)
-    assert inputs["prompt_embedding_table"].data_type == mc.TYPE_BF16
-    assert inputs["prompt_vocab_size"].data_type == mc.TYPE_INT32
-    assert inputs["prompt_table_extra_ids"].data_type == mc.TYPE_UINT64
-    outputs = {o.name: o for o in config.output}
-    assert set(outputs) == {"output_ids", "sequence_length", "hidden_states"}
-    assert outputs["hidden_states"].data_type == mc.TYPE_BF16
-    assert list(outputs["hidden_states"].dims) == [-1, -1]
-
-
-def test_float16_engine_switches_the_prompt_table_and_hidden_dtypes() -> None:
-    config = parse(render_configs(GpuValues.from_mapping(raw_values(engine_dtype="float16")))["tensorrt_llm"])
-    by_name = {t.name: t.data_type for t in [*config.input, *config.output]}
-    assert by_name["prompt_embedding_table"] == by_name["hidden_states"] == mc.TYPE_FP16
 
 
 def _contract(config: mc.ModelConfig) -> dict[str, Any]:
@@ -110,16 +81,6 @@ def test_stage_variants_are_placed_on_the_listed_gpus(repository: Path, model: s
     assert group.count == {"encoder": 1, "duplex": 1, "speech_lm": 2, "vocoder": 1}[model]
     weights = gpu_config(repository, model).parameters["weights_dir"].string_value
     assert weights == f"/weights/{model}"
-
-
-def test_backbone_bls_points_at_the_engine_and_its_bounds(repository: Path) -> None:
-    config = gpu_config(repository, "backbone")
-    params = {k: v.string_value for k, v in config.parameters.items()}
-    assert params["engine_model"] == "tensorrt_llm"
-    assert params["max_context"] == "8192"
-    assert params["max_prompt_rows"] == "4096"
-    assert params["prompt_table_dtype"] == "bfloat16"
-    assert config.instance_group[0].count == 2
 
 
 def test_values_file_missing_or_unknown_keys_are_named() -> None:
@@ -170,7 +131,7 @@ def test_cli_writes_the_repository_and_reports_bad_values(tmp_path: Path, capsys
     from orchestrator.cli import main
 
     assert main(["gpu", "config", "--values", str(EXAMPLE), "--out", str(tmp_path / "repo")]) == 0
-    assert parse((tmp_path / "repo" / "tensorrt_llm" / "config.pbtxt").read_text()).backend == "tensorrtllm"
+    assert parse((tmp_path / "repo" / "backbone" / "config.pbtxt").read_text()).backend == "python"
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(raw_values(max_batch_size=0)))
     assert main(["gpu", "config", "--values", str(bad), "--out", str(tmp_path / "repo2")]) == 2
@@ -203,29 +164,7 @@ def _ragged(config: mc.ModelConfig) -> dict[str, bool]:
     return {i.name: i.allow_ragged_batch for i in config.input}
 
 
-@pytest.mark.parametrize(
-    ("max_batch_size", "backbones", "threads"),
-    [(16, 2, 8), (16, 1, 16), (24, 3, 8), (10, 3, 4), (1, 2, 1)],
-)
-def test_bls_worker_threads_keep_the_engines_batch_full(max_batch_size: int, backbones: int, threads: int) -> None:
-    """Each BLS request holds a worker thread while it streams: instances x threads is the engine's in-flight count."""
-    raw = raw_values(max_batch_size=max_batch_size, instances={**raw_values()["instances"], "backbone": backbones})
-    rendered = render_configs(GpuValues.from_mapping(raw))
-    bls, engine = parse(rendered["backbone"]), parse(rendered["tensorrt_llm"])
-    (group,) = bls.instance_group
-    assert group.count == backbones
-    assert int(_params(bls)["worker_threads"]) == threads
-    in_flight = group.count * threads
-    assert engine.max_batch_size <= in_flight < engine.max_batch_size + backbones
-
-
-def test_l20_bls_keeps_exactly_the_engines_max_batch_size_in_flight(repository: Path) -> None:
-    bls, engine = gpu_config(repository, "backbone"), gpu_config(repository, "tensorrt_llm")
-    in_flight = bls.instance_group[0].count * int(_params(bls)["worker_threads"])
-    assert in_flight == engine.max_batch_size == GpuValues.load(EXAMPLE).max_batch_size == 16
-
-
-def test_bls_hands_over_the_requests_of_several_streams_like_the_cpu_backbone(repository: Path) -> None:
+def test_backbone_hands_over_the_requests_of_several_streams_like_the_cpu_backbone(repository: Path) -> None:
     bls, cpu = gpu_config(repository, "backbone"), cpu_config("backbone")
     assert bls.max_batch_size == cpu.max_batch_size > 1
     assert bls.sequence_batching.HasField("oldest")
@@ -254,6 +193,8 @@ def test_gpu_and_cpu_configs_batch_alike(repository: Path, model: str) -> None:
 def test_stage_configs_give_the_shared_adapter_the_cpu_parameters(repository: Path, stage: str) -> None:
     """The GPU profile runs the CPU adapter: it must find the same parameters (and no retired worker_threads)."""
     gpu, cpu = _params(gpu_config(repository, stage)), _params(cpu_config(stage))
+    # dtype: the GPU profile serves the stage in the values file's stage_dtype (the CPU one in float32, unset).
+    assert gpu.pop("dtype") == "bfloat16" and "dtype" not in cpu
     assert set(gpu) == set(cpu)
     assert "worker_threads" not in gpu
 
@@ -285,47 +226,33 @@ def test_step_caps_out_of_range_fail_with_the_key(caps: dict[str, int], message:
         GpuValues.from_mapping(raw_values(max_step_batch=caps))
 
 
-# Inputs and outputs of the TensorRT-LLM backend's own tensorrt_llm model (TensorRT-LLM's
-# triton_backend/all_models/inflight_batcher_llm/tensorrt_llm/config.pbtxt, the line Triton 25.06 ships):
-# the backend reads inputs by these names and ignores any other a config declares.
-BACKEND_INPUTS = {
-    "input_ids", "input_lengths", "request_output_len", "end_id", "pad_id", "stop_words_list",
-    "bad_words_list", "embedding_bias", "beam_width", "temperature", "runtime_top_k", "runtime_top_p",
-    "runtime_top_p_min", "runtime_top_p_decay", "runtime_top_p_reset_ids", "len_penalty", "early_stopping",
-    "repetition_penalty", "min_tokens", "presence_penalty", "frequency_penalty", "seed", "return_log_probs",
-    "return_context_logits", "return_generation_logits", "exclude_input_in_output", "stop", "streaming",
-    "prompt_embedding_table", "prompt_table_extra_ids", "prompt_vocab_size",
-}  # fmt: skip
-BACKEND_OUTPUTS = {"output_ids", "sequence_length", "cum_log_probs", "output_log_probs", "batch_index"}
+def test_backbone_builds_its_executor_from_the_values(repository: Path) -> None:
+    """The executor the backbone model drives: engine, in-flight slots, KV cache share and reuse, GPUs."""
+    from services.gpu_profile.executor_requests import ExecutorSettings
 
-
-def test_engine_tensors_use_the_backends_names_and_shapes(repository: Path) -> None:
-    config = gpu_config(repository, "tensorrt_llm")
-    inputs = {i.name: i for i in config.input}
-    assert set(inputs) <= BACKEND_INPUTS, f"unknown to the backend: {sorted(set(inputs) - BACKEND_INPUTS)}"
-    assert {o.name for o in config.output} - BACKEND_OUTPUTS == {"hidden_states"}, "ours: hidden_states.py"
-    for tensor in inputs.values():
-        if list(tensor.dims) == [1]:
-            assert tensor.HasField("reshape") and list(tensor.reshape.shape) == [], f"{tensor.name}: a scalar"
-
-
-def test_every_tensor_the_bls_sends_is_declared_by_the_engine_config(repository: Path) -> None:
-    import numpy as np
-
-    from services.gpu_profile.engine_context import EngineContext
-    from services.gpu_profile.trtllm_adapter import ENGINE_OUTPUTS, engine_tensors
-    from services.triton.contracts import BackboneRequest
-
-    context = EngineContext(100, 4, max_length=64, max_rows=16)
-    context.append([1], np.ones((2, 4), np.float32), [2])
-    job = BackboneRequest.parse(
-        {"RANDOM_SEED": np.array([[7]], np.uint64), "MAX_NEW_TOKENS": np.array([[3]], np.int32)}.get,
-        vocab_size=100,
-        width=4,
-        max_new_tokens_limit=16,
+    config = gpu_config(repository, "backbone")
+    params = _params(config)
+    settings = ExecutorSettings(
+        engine_dir=params["engine_dir"],
+        max_batch_size=int(params["max_batch_size"]),
+        kv_cache_free_gpu_mem_fraction=float(params["kv_cache_free_gpu_mem_fraction"]),
+        enable_kv_cache_reuse=params["enable_kv_cache_reuse"] == "true",
+        batch_scheduler_policy=params["batch_scheduler_policy"],
+        gpu_device_ids=[int(i) for i in params["gpu_device_ids"].split(",")],
     )
-    sent = engine_tensors(context.engine_input(), job, end_id=99, pad_id=98)
-    config = gpu_config(repository, "tensorrt_llm")
-    assert set(sent) <= {i.name for i in config.input}
-    assert "seed" in sent
-    assert set(ENGINE_OUTPUTS) <= {o.name for o in config.output}
+    values = GpuValues.load(EXAMPLE)
+    assert settings.engine_dir == values.engine_dir == "/weights/trtllm/engine/qwen2.5-7b-minmo-l20"
+    assert settings.max_batch_size == values.max_batch_size == int(params["worker_threads"]) == 16
+    assert settings.kv_cache_free_gpu_mem_fraction == values.kv_cache_free_gpu_mem_fraction
+    assert settings.enable_kv_cache_reuse and settings.batch_scheduler_policy == "guaranteed_no_evict"
+    assert settings.gpu_device_ids == [0]
+    assert params["prompt_table_dtype"] == "bfloat16" and params["max_context"] == "8192"
+    assert float(params["engine_response_timeout_seconds"]) > 0
+    (group,) = config.instance_group
+    assert group.count == 1
+
+
+def test_the_backbone_runs_one_executor_process() -> None:
+    with pytest.raises(ValuesError, match="instances: backbone must be 1, got 2: one process drives"):
+        GpuValues.from_mapping(raw_values(instances={**raw_values()["instances"], "backbone": 2}))
+    assert GpuValues.from_mapping(raw_values(max_batch_size=24)).backbone_worker_threads == 24

@@ -29,7 +29,7 @@ def values(**changes: Any) -> GpuValues:
 def test_convert_checkpoint_arguments() -> None:
     assert convert_args(values(), python="py") == [
         "py",
-        "/opt/TensorRT-LLM/examples/models/core/qwen/convert_checkpoint.py",
+        "/app/examples/models/core/qwen/convert_checkpoint.py",
         "--model_dir",
         "/weights/hf/Qwen2.5-7B-Instruct-minmo",
         "--output_dir",

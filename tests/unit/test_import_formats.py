@@ -112,8 +112,7 @@ QWEN25_05B = {
 REAL_SIZES = {
     "llm_input_size: 32": "llm_input_size: 896",
     "llm_output_size: 32": "llm_output_size: 896",
-    "    input_size: 64\n": "    input_size: 512\n",
-    "        output_size: 64\n        attention_heads: 2\n        linear_units: 128\n        num_blocks: 2": (
+    "        output_size: 512\n        attention_heads: 2\n        linear_units: 128\n        num_blocks: 2": (
         "        output_size: 512\n        attention_heads: 8\n        linear_units: 2048\n        num_blocks: 6"
     ),
     "channels: [32]": "channels: [256]",
@@ -149,7 +148,7 @@ def test_published_configs_map_onto_the_minmo_presets(tmp_path: Path) -> None:
 def test_unknown_default_voice_lists_the_known_ones(tmp_path: Path) -> None:
     build_cosyvoice2_folder(tmp_path / "cv")
     with pytest.raises(
-        CheckpointError, match=r"--default-voice 'nobody' is not in spk2info\.pt; voices: 中文女, 英文男"
+        CheckpointError, match=r"--default-voice 'nobody' is not among the imported voices; voices: 中文女, 英文男"
     ):
         import_cosyvoice2(tmp_path / "cv", tmp_path / "w", default_voice="nobody")
     assert not (tmp_path / "w").exists()

@@ -120,7 +120,7 @@ def test_cosyvoice2_wrong_key_and_wrong_shape(tmp_path: Path, weights: Path) -> 
     _, flow, _ = __import__("services.importers.synthetic.cosyvoice2", fromlist=["x"]).token2wav_states()
     flow["encoder_proj.weight"] = torch.zeros(80, 32)
     build_cosyvoice2_folder(tmp_path / "cv2", flow=flow)
-    with pytest.raises(CheckpointError, match=r"flow\.encoder_proj\.weight: expected \(80, 64\), got \(80, 32\)"):
+    with pytest.raises(CheckpointError, match=r"flow\.encoder_proj\.weight: expected \(80, 512\), got \(80, 32\)"):
         import_cosyvoice2(tmp_path / "cv2", weights)
     assert not (weights / "vocoder").exists() and not (weights / "speech_lm").exists()
 

@@ -15,7 +15,6 @@ from perf.memory_budget import (
     FP32,
     GPU_BANDWIDTH,
     REALTIME_LOAD,
-    STAGE_BYTES,
     UNARY_BATCH,
     VALUES,
     WINDOW_MS,
@@ -37,6 +36,7 @@ from services.backbone import Backbone, Qwen2Config
 from services.gpu_profile.values import GpuValues
 from services.speech_lm.model import SpeechLM, SpeechLMConfig
 from services.vocoder.config import VocoderConfig
+from services.vocoder.model import Token2Wav
 
 
 @pytest.fixture(scope="module")
@@ -48,13 +48,13 @@ def test_backbone_parameters_match_qwen2_5_7b(budget: Budget) -> None:
     # Hugging Face's Qwen2.5-7B-Instruct: 7,615,616,512 parameters with an untied lm_head.
     assert budget.weights["backbone"].params == 7_615_616_512
     assert budget.weights["backbone"].bf16_bytes == 2 * 7_615_616_512
-    # int8 weight-only quantises the linear layers (lm_head included), not the 152064 x 3584 embedding.
-    embedding = 152_064 * 3584
+    # int8 weight-only quantises the decoder's linear layers, not the 152064 x 3584 embedding nor lm_head
+    # (TensorRT-LLM's weight-only leaves lm_head in the engine dtype): ~8.7 GB, not 8.16.
+    embedding = lm_head = 152_064 * 3584
     norms = (2 * 28 + 1) * 3584
     biases = 28 * (3584 + 2 * 512)
-    assert budget.weights["backbone"].int8_bytes == 2 * (embedding + norms + biases) + (
-        7_615_616_512 - embedding - norms - biases
-    )
+    kept = embedding + lm_head + norms + biases
+    assert budget.weights["backbone"].int8_bytes == 2 * kept + (7_615_616_512 - kept)
 
 
 def test_stage_parameters_match_the_documented_preset_sizes(budget: Budget) -> None:
@@ -98,8 +98,9 @@ def test_values_file_kv_fraction_matches_the_budget_row_it_is_sized_for(budget: 
 
 def test_markdown_table_holds_the_paper_figures_and_the_floors(budget: Budget) -> None:
     text = render(budget)
-    assert "| backbone | 7,615,616,512 | 15.23 | 8.16 |" in text
-    assert "| backbone, 5 tokens | 150 | 88.1 | 47.2 |" in text
+    # int8 weight-only: lm_head (545M) stays bf16 beside the embedding table, as TensorRT-LLM leaves it.
+    assert "| backbone | 7,615,616,512 | 15.23 | 8.71 |" in text
+    assert "| backbone, 5 tokens | 150 | 88.1 | 50.4 |" in text
     assert "| speech LM, 15 tokens | 70 | 13.1 | 6.6 |" in text
     for paper in ("| duplex decision | 250 |", "| token2wav, one 15-token chunk | 130 |"):
         assert paper in text
@@ -118,22 +119,40 @@ def test_meta_counts_equal_a_materialised_smoke_model() -> None:
 
 
 def test_pytorch_stages_count_as_served_once_per_instance(budget: Budget) -> None:
-    """KIND_GPU Python instances are processes with their own float32 copy; the engine holds the backbone once."""
+    """KIND_GPU Python instances are processes with their own copy, in the values file's stage_dtype (the
+    vocoder's HiFT in float32, as the adapter serves it); the engine holds the backbone once."""
     values = GpuValues.load(VALUES)
+    assert values.stage_dtype == budget.stage_dtype == "bfloat16" and budget.stage_bytes == 2
+    with torch.device("meta"):
+        hift = sum(p.numel() for p in Token2Wav(VocoderConfig.preset("minmo")).hift.parameters())
+    assert budget.float32 == {"encoder": 0, "duplex": 0, "speech_lm": 0, "vocoder": hift}
     stages = sum(
-        budget.weights[name].params * STAGE_BYTES * values.instance_count(name)
+        (budget.weights[name].params - budget.float32[name]) * 2 * values.instance_count(name)
+        + budget.float32[name] * FP32 * values.instance_count(name)
         for name in ("encoder", "duplex", "speech_lm", "vocoder")
     )
     assert weight_bytes(budget, backbone_int8=False) == budget.weights["backbone"].bf16_bytes + stages
-    assert STAGE_BYTES == FP32, "the adapters load float32 weights; switch to BF16 once they cast"
-    assert budget.speech_lm_kv_token == kv_bytes_per_token(SpeechLMConfig.preset("minmo").body, STAGE_BYTES)
+    assert budget.speech_lm_kv_token == kv_bytes_per_token(SpeechLMConfig.preset("minmo").body, 2)
+
+
+def test_the_served_dtype_is_the_values_files(budget: Budget) -> None:
+    """float32 stages (the old, uncast adapters) hold twice the bytes and fit fewer sessions."""
+    fp32 = make_budget(dataclasses.replace(GpuValues.load(VALUES), stage_dtype="float32"))
+    for name in ("encoder", "duplex", "speech_lm"):
+        assert fp32.served_bytes(name) == 2 * budget.served_bytes(name)
+    assert fp32.stream_state["vocoder"] == 2 * budget.stream_state["vocoder"]
+    assert "| speech_lm | 376,092,580 | 0.75 | 0.38 | 1.50 (bf16 x 2) |" in render(budget)
+    assert "(fp32 x 2)" in render(fp32) and "stage_dtype (float32;" in render(fp32)
+    bf16 = sessions_per_gpu(budget, context=8192, backbone_int8=False).sessions
+    assert sessions_per_gpu(fp32, context=8192, backbone_int8=False).sessions < bf16
 
 
 def test_step_activations_grow_with_the_streams_a_step_batches() -> None:
     values = GpuValues.load(VALUES)
     small = make_budget(dataclasses.replace(values, max_step_batch={"vocoder": 4}))
     large = make_budget(dataclasses.replace(values, max_step_batch={"vocoder": 8}))
-    per_stream = EAGER["vocoder"].activation_per_stream * values.instance_count("vocoder")
+    # traced in float32, served in the values file's bf16: half the bytes per stream
+    per_stream = EAGER["vocoder"].activation_per_stream * values.instance_count("vocoder") / 2
     assert large.activations["vocoder"] - small.activations["vocoder"] == pytest.approx(4 * per_stream, rel=1e-6)
     assert (
         sessions_per_gpu(small, context=8192, backbone_int8=False).sessions

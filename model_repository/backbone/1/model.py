@@ -17,6 +17,7 @@ from services import backbone
 from services.backbone.tokenizer import ENDOFTEXT
 from services.triton.batching import JobSteps, Work
 from services.triton.contracts import BackboneRequest
+from services.triton.precision import serve
 from services.triton.requests import SequenceFlags, input_getter
 from services.triton.serving import ModelServing
 from services.triton.tensors import InvalidInputError
@@ -25,7 +26,10 @@ from services.triton.tensors import InvalidInputError
 class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
         self.serving: ModelServing[backbone.BackboneSession] = ModelServing(args, decoupled=True, kernel=self._step)
-        self.model = backbone.load(self.serving.params.weights_dir("backbone"))
+        # The `dtype` parameter (float32 unless set); HIDDEN and EMBEDDINGS go out as float32.
+        self.model = serve(
+            backbone.load(self.serving.params.weights_dir("backbone")), self.serving.params, self.serving.device
+        )
         self.vocab_size = self.model.config.vocab_size
         self.width = self.model.config.hidden_size
         tokenizer = backbone.SmokeByteTokenizer()

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
 
 from services import duplex
 from services.triton.batching import JobSteps, Work
 from services.triton.contracts import DuplexRequest
+from services.triton.precision import serve
 from services.triton.requests import SequenceFlags, input_getter
 from services.triton.serving import ModelServing
 
@@ -22,7 +22,10 @@ from services.triton.serving import ModelServing
 class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
         self.serving: ModelServing[duplex.DuplexStream] = ModelServing(args, decoupled=False, kernel=self._step)
-        self.model = duplex.load(self.serving.params.weights_dir("duplex")).to(self.serving.device)
+        # The `dtype` parameter (float32 unless set); PROBS come back float32 in any dtype.
+        self.model = serve(
+            duplex.load(self.serving.params.weights_dir("duplex")), self.serving.params, self.serving.device
+        )
         self.width = self.model.config.llm_dim
 
     def execute(self, requests: list[Any]) -> list[Any]:
@@ -41,4 +44,4 @@ class TritonPythonModel:
         if parsed.hidden.shape[0]:
             work = stream.prepare(torch.from_numpy(parsed.hidden), torch.from_numpy(parsed.speaking))
             probs = yield Work(work)
-        yield pb_utils.InferenceResponse([pb_utils.Tensor("PROBS", probs.cpu().numpy().astype(np.float32)[None])])
+        yield pb_utils.InferenceResponse([pb_utils.Tensor("PROBS", probs.float().cpu().numpy()[None])])

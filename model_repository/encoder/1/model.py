@@ -15,6 +15,7 @@ import triton_python_backend_utils as pb_utils
 from services import encoder
 from services.triton.batching import JobSteps, Work
 from services.triton.contracts import EncoderRequest
+from services.triton.precision import serve
 from services.triton.requests import SequenceFlags, input_getter
 from services.triton.serving import ModelServing
 
@@ -22,7 +23,10 @@ from services.triton.serving import ModelServing
 class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
         self.serving: ModelServing[encoder.EncoderStream] = ModelServing(args, decoupled=False, kernel=self._step)
-        self.model = encoder.load(self.serving.params.weights_dir("encoder")).to(self.serving.device)
+        # The `dtype` parameter (float32 unless set): the GPU profile serves bf16.
+        self.model = serve(
+            encoder.load(self.serving.params.weights_dir("encoder")), self.serving.params, self.serving.device
+        )
 
     def execute(self, requests: list[Any]) -> list[Any]:
         return self.serving.respond_all(requests, self._job)
@@ -40,7 +44,7 @@ class TritonPythonModel:
         embeddings = yield Work(stream.prepare(parsed.audio, final=flags.end))
         yield pb_utils.InferenceResponse(
             [
-                pb_utils.Tensor("EMBEDDINGS", embeddings.cpu().numpy().astype(np.float32)[None]),
+                pb_utils.Tensor("EMBEDDINGS", embeddings.float().cpu().numpy()[None]),
                 pb_utils.Tensor("FRAME_OFFSET", np.array([[offset]], dtype=np.int64)),
                 # What the client may wait for before its next request: fewer samples come back empty.
                 pb_utils.Tensor("SAMPLES_NEEDED", np.array([[stream.samples_needed]], dtype=np.int64)),

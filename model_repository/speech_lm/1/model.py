@@ -15,6 +15,7 @@ import triton_python_backend_utils as pb_utils
 from services import speech_lm
 from services.triton.batching import JobSteps, Work
 from services.triton.contracts import SpeechLMRequest
+from services.triton.precision import serve
 from services.triton.requests import SequenceFlags, input_getter
 from services.triton.serving import ModelServing
 from services.triton.tensors import InvalidInputError
@@ -23,7 +24,9 @@ from services.triton.tensors import InvalidInputError
 class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
         self.serving: ModelServing[speech_lm.SpeechLMStream] = ModelServing(args, decoupled=True, kernel=self._step)
-        self.model = speech_lm.load(self.serving.params.weights_dir("speech_lm")).to(self.serving.device)
+        # The `dtype` parameter (float32 unless set); QUERY/SEMANTIC are cast where they are projected.
+        weights = self.serving.params.weights_dir("speech_lm")
+        self.model = serve(speech_lm.load(weights), self.serving.params, self.serving.device)
         self.width = 2 * self.model.config.llm_hidden_size
         self.tokens_per_group = self.model.config.tokens_per_group
         self.max_tokens = self.serving.params.get_int("max_tokens_limit", 4096)

@@ -15,6 +15,7 @@ import triton_python_backend_utils as pb_utils
 from services import vocoder
 from services.triton.batching import JobSteps, Work
 from services.triton.contracts import VocoderRequest
+from services.triton.precision import serve
 from services.triton.requests import SequenceFlags, input_getter
 from services.triton.serving import ModelServing
 
@@ -22,7 +23,10 @@ from services.triton.serving import ModelServing
 class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
         self.serving: ModelServing[vocoder.VocoderStream] = ModelServing(args, decoupled=True, kernel=self._step)
-        self.model = vocoder.load(self.serving.params.weights_dir("vocoder")).to(self.serving.device)
+        # The `dtype` parameter (float32 unless set): the flow runs in it, HiFT stays float32 (AUDIO is float32).
+        self.model = serve(
+            vocoder.load(self.serving.params.weights_dir("vocoder")), self.serving.params, self.serving.device
+        )
         self.token_count = self.model.config.speech_token_size
         self.speaker_dim = self.model.config.speaker_dim
 

@@ -1,10 +1,21 @@
-"""A tiny CosyVoice 2 folder: HyperPyYAML config, ``llm.pt``/``flow.pt``/``hift.pt``, ONNX models, spk2info.
+"""A tiny CosyVoice 2 folder: HyperPyYAML config, ``llm.pt``/``flow.pt``/``hift.pt``, ONNX models, voices.
 
 ``llm.pt`` keys are written out from CosyVoice's ``Qwen2LM`` (body under ``llm.model.model.*``, the
-text ``embed_tokens`` and ``lm_head`` included as in the release). ``flow.pt`` / ``hift.pt`` keys come
-from our Token2Wav, whose module tree mirrors ``CausalMaskedDiffWithXvec`` / ``HiFTGenerator``, turned
-back into the checkpoint's form: no ``flow.`` / ``hift.`` prefix and HiFT's convolutions saved with
-``torch.nn.utils.parametrizations.weight_norm`` (``parametrizations.weight.original0/1``).
+text ``embed_tokens`` and ``lm_head`` included as in the release). ``flow.pt`` / ``hift.pt`` come in
+two kinds:
+
+- ``layout="upstream"``: every key and shape from ``cosyvoice2_upstream_layout.json``, recorded from
+  FunAudioLLM/CosyVoice's own ``CausalMaskedDiffWithXvec`` / ``HiFTGenerator`` at these sizes (see its
+  ``provenance``), filled with seeded random values: a name or shape of the release our importer
+  does not know fails the import, whatever our modules call it.
+- ``layout="ours"`` (the default): our Token2Wav's tensors turned back into the checkpoint's form
+  (no ``flow.`` / ``hift.`` prefix, HiFT's convolutions weight-normalised), so the import can be
+  checked to reproduce that model's audio; ``test_import_speech`` checks both layouts agree.
+
+The release ships no ``spk2info.pt``; ``voices`` picks what the folder carries: ``"sft"`` (CosyVoice 1
+style ``embedding`` entries), ``"zero_shot"`` (what CosyVoice 2's ``save_spkinfo`` writes:
+``llm_embedding``, ``flow_embedding`` and the prompt's tokens and mel) or ``None`` (the release).
+``hift_prefix="generator."`` writes hift.pt as CosyVoice's GAN recipe saves it.
 """
 
 from __future__ import annotations
@@ -12,7 +23,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -65,7 +76,7 @@ llm: !new:cosyvoice.llm.llm.Qwen2LM
         tau_r: 0.1
 
 flow: !new:cosyvoice.flow.flow.CausalMaskedDiffWithXvec
-    input_size: 64
+    input_size: 512
     output_size: 80
     spk_embed_dim: !ref <spk_embed_dim>
     output_type: 'mel'
@@ -75,7 +86,7 @@ flow: !new:cosyvoice.flow.flow.CausalMaskedDiffWithXvec
     token_mel_ratio: !ref <token_mel_ratio>
     pre_lookahead_len: 3
     encoder: !new:cosyvoice.transformer.upsample_encoder.UpsampleConformerEncoder
-        output_size: 64
+        output_size: 512
         attention_heads: 2
         linear_units: 128
         num_blocks: 2
@@ -86,7 +97,7 @@ flow: !new:cosyvoice.flow.flow.CausalMaskedDiffWithXvec
         input_layer: 'linear'
         pos_enc_layer_type: 'rel_pos_espnet'
         selfattention_layer_type: 'rel_selfattn'
-        input_size: 64
+        input_size: 512
         use_cnn_module: False
         macaron_style: False
         static_chunk_size: !ref <chunk_size>
@@ -150,10 +161,10 @@ def vocoder_config() -> VocoderConfig:
     """What the importer must derive from :data:`YAML` (plus the minmo preset's serving choices)."""
     base = VocoderConfig.preset("minmo")
     flow = FlowConfig(
-        input_size=64,
+        input_size=512,
         chunk_size=25,
         left_chunks=base.flow.left_chunks,
-        encoder_size=64,
+        encoder_size=512,
         encoder_heads=2,
         encoder_linear_units=128,
         encoder_blocks=2,
@@ -236,23 +247,71 @@ def spk2info(seed: int = 0) -> dict[str, dict[str, torch.Tensor]]:
     }
 
 
+def zero_shot_spk2info(seed: int = 0) -> dict[str, dict[str, torch.Tensor]]:
+    """Entries as CosyVoice 2's ``add_zero_shot_spk`` stores them (``frontend_zero_shot``'s model input)."""
+    gen = torch.Generator().manual_seed(seed + 100)
+    out = {}
+    for name in VOICES:
+        embedding = torch.randn(1, 192, generator=gen)
+        tokens = torch.randint(0, SPEECH_TOKENS, (1, 12), generator=gen, dtype=torch.int32)
+        out[name] = {
+            "prompt_text": torch.randint(0, 100, (1, 4), generator=gen, dtype=torch.int32),
+            "prompt_text_len": torch.tensor([4], dtype=torch.int32),
+            "llm_prompt_speech_token": tokens,
+            "llm_prompt_speech_token_len": torch.tensor([12], dtype=torch.int32),
+            "flow_prompt_speech_token": tokens,
+            "flow_prompt_speech_token_len": torch.tensor([12], dtype=torch.int32),
+            "prompt_speech_feat": torch.randn(1, 24, 80, generator=gen),
+            "prompt_speech_feat_len": torch.tensor([24], dtype=torch.int32),
+            "llm_embedding": embedding,
+            "flow_embedding": embedding,
+        }
+    return out
+
+
+UPSTREAM_LAYOUT = Path(__file__).with_name("cosyvoice2_upstream_layout.json")
+
+
+def upstream_states(seed: int = 0) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """``flow.pt`` / ``hift.pt`` with upstream's names and shapes and seeded values (no module of ours involved)."""
+    layout = json.loads(UPSTREAM_LAYOUT.read_text())
+    gen = torch.Generator().manual_seed(seed)
+
+    def fill(shapes: dict[str, list[int]]) -> dict[str, torch.Tensor]:
+        # positive values for norms / weight-norm magnitudes, small ones elsewhere
+        return {
+            k: 0.05 * torch.randn(*shape, generator=gen) + (1.0 if k.endswith("original0") else 0.0)
+            for k, shape in shapes.items()
+        }
+
+    return fill(layout["flow"]), fill(layout["hift"])
+
+
 def build_cosyvoice2_folder(
     directory: Path,
     *,
     seed: int = 0,
     llm: dict[str, torch.Tensor] | None = None,
     flow: dict[str, torch.Tensor] | None = None,
-) -> Token2Wav:
-    """Write the folder; returns the Token2Wav whose flow/hift weights it holds (the reference)."""
+    layout: Literal["ours", "upstream"] = "ours",
+    voices: Literal["sft", "zero_shot"] | None = "sft",
+    hift_prefix: str = "",
+) -> Token2Wav | None:
+    """Write the folder; returns the Token2Wav whose flow/hift weights it holds (None for the upstream layout)."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "cosyvoice2.yaml").write_text(YAML)
     (directory / "CosyVoice-BlankEN").mkdir(exist_ok=True)
     (directory / "CosyVoice-BlankEN" / "config.json").write_text(json.dumps(BODY, indent=2))
     torch.save(llm if llm is not None else llm_state(seed), directory / "llm.pt")
-    model, flow_state, hift_state = token2wav_states(seed)
+    model: Token2Wav | None = None
+    if layout == "ours":
+        model, flow_state, hift_state = token2wav_states(seed)
+    else:
+        flow_state, hift_state = upstream_states(seed)
     torch.save(flow if flow is not None else flow_state, directory / "flow.pt")
-    torch.save(hift_state, directory / "hift.pt")
-    torch.save(spk2info(seed), directory / "spk2info.pt")
+    torch.save({hift_prefix + k: v for k, v in hift_state.items()}, directory / "hift.pt")
+    if voices is not None:
+        torch.save(spk2info(seed) if voices == "sft" else zero_shot_spk2info(seed), directory / "spk2info.pt")
     build_campplus(directory / "campplus.onnx", seed=seed)
     build_speech_tokenizer(directory / "speech_tokenizer_v2.onnx")
     return model

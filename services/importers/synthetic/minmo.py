@@ -13,7 +13,7 @@ from services.duplex import DuplexConfig, DuplexPredictor
 from services.encoder import EncoderConfig
 from services.encoder.model import Projector
 
-PROJECTOR = {"projector_layers": 2, "projector_heads": 4, "projector_ffn": 96, "projector_stride": 2}
+PROJECTOR: dict[str, Any] = {"projector_layers": 2, "projector_heads": 4, "projector_ffn": 96, "projector_stride": 2}
 DUPLEX: dict[str, Any] = {"d_model": 32, "num_heads": 2, "ffn_dim": 64, "window": 16}
 
 
