@@ -1,5 +1,9 @@
 # syntax=docker/dockerfile:1
 # The orchestrator image: `minmo serve` (gRPC front door) and `minmo autoscale` (the pool autoscaler).
+# The chart also runs, in this image: `sleep` (the orchestrator's preStop; coreutils of the slim base),
+# `python -m orchestrator.autoscaler.heartbeat` (the autoscaler's liveness) and
+# `python -m orchestrator.deploy.redis_password` (the Redis password hook Job); tests/helm/test_dockerfiles.py
+# checks those modules are in the package this image installs.
 # Build from the repository root:
 #   docker build -f docker/orchestrator.Dockerfile -t <registry>/minmo-serve/orchestrator:0.1.0 .
 # Every version is a build argument with a pinned default; pyproject.toml pins the Python dependencies.

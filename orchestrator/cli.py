@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from orchestrator.devstack.triton_launcher import StackError, TritonPorts
+from orchestrator.server.bounds_config import add_bounds_flags
 from orchestrator.server.flags import add_routing_flags, add_security_flags
 
 
@@ -42,6 +43,7 @@ def _serve(args: argparse.Namespace) -> int:
     import logging
 
     from orchestrator.server.app import ServeError, serve
+    from orchestrator.server.bounds_config import bounds_settings
     from orchestrator.server.contracts import ServeSettings
     from orchestrator.server.flags import routing_settings, security_settings
 
@@ -52,12 +54,12 @@ def _serve(args: argparse.Namespace) -> int:
         triton_url=args.triton or "127.0.0.1:8001",
         redis_url=args.redis,
         max_sessions=args.max_sessions,
-        grace_seconds=args.grace,
         metrics_port=args.metrics_port,
         trace_file=args.trace_file,
         otlp_endpoint=args.otlp_endpoint,
         **security_settings(args),
         **routing_settings(args),
+        **bounds_settings(args),
     )
     if args.triton and settings.triton_pools:
         print("error: pass --triton (one Triton for every model) or --triton-pool, not both", file=sys.stderr)
@@ -75,21 +77,12 @@ def _autoscale(args: argparse.Namespace) -> int:
 
     from kubernetes.config.config_exception import ConfigException
 
-    from orchestrator.autoscaler.app import AutoscaleSettings, run
+    from orchestrator.autoscaler.app import run
     from orchestrator.autoscaler.config import ConfigError
+    from orchestrator.autoscaler.flags import autoscale_settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = AutoscaleSettings(
-        namespace=args.namespace,
-        release=args.release,
-        config_path=args.config,
-        redis_url=args.redis,
-        dry_run=args.dry_run,
-        lease_name=args.lease_name,
-        identity=args.identity,
-        interval_seconds=args.interval_seconds,
-        prometheus_url=args.prometheus_url,
-    )
+    settings = autoscale_settings(args)
     try:
         run(settings)
     except (ConfigError, ConfigException) as exc:
@@ -139,12 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     serve_cmd.add_argument("--triton", help="Triton's gRPC address (default 127.0.0.1:8001)")
     serve_cmd.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="Redis URL")
     serve_cmd.add_argument("--max-sessions", type=int, default=16, help="concurrent Converse sessions per process")
-    serve_cmd.add_argument("--grace", type=float, default=10.0, help="seconds calls in flight get on SIGTERM")
     serve_cmd.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on http://HOST:PORT/metrics")
     serve_cmd.add_argument("--trace-file", type=Path, help="append finished spans to this JSON-lines file")
     serve_cmd.add_argument("--otlp-endpoint", help="export spans over OTLP gRPC, e.g. http://127.0.0.1:4317")
     add_security_flags(serve_cmd)
     add_routing_flags(serve_cmd)
+    add_bounds_flags(serve_cmd)
     serve_cmd.set_defaults(run=_serve)
 
     weights_cmd = commands.add_parser("weights", help="build the seeded smoke weights")
@@ -174,15 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     demo_cmd.set_defaults(run=_demo)
 
     scale_cmd = commands.add_parser("autoscale", help="size the Triton pools from live sessions (Kubernetes)")
-    scale_cmd.add_argument("--namespace", help="namespace of the pools (default: the pod's own namespace)")
-    scale_cmd.add_argument("--release", required=True, help="Helm release whose pool Deployments to scale")
-    scale_cmd.add_argument("--config", type=Path, required=True, help="autoscaler YAML (pools, min/max, SLOs)")
-    scale_cmd.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="Redis URL (session pins)")
-    scale_cmd.add_argument("--dry-run", action="store_true", help="decide and log, write nothing")
-    scale_cmd.add_argument("--lease-name", default="minmo-autoscaler", help="coordination.k8s.io Lease to lead")
-    scale_cmd.add_argument("--identity", help="leader-election identity (default: the hostname = pod name)")
-    scale_cmd.add_argument("--interval-seconds", type=float, default=15.0, help="seconds between decisions")
-    scale_cmd.add_argument("--prometheus-url", help="Prometheus base URL for stage latency and Triton queue time")
+    from orchestrator.autoscaler.flags import add_autoscale_flags
+
+    add_autoscale_flags(scale_cmd)
     scale_cmd.set_defaults(run=_autoscale)
 
     talk_cmd = commands.add_parser("talk", help="a spoken conversation with the orchestrator (Converse)")

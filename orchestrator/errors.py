@@ -11,7 +11,7 @@ from typing import ClassVar
 import grpc
 from google.protobuf.message import DecodeError
 
-from orchestrator.triton.errors import TritonUnavailableError
+from orchestrator.triton.errors import TritonCapacityError, TritonUnavailableError
 
 
 class MinmoError(Exception):
@@ -67,6 +67,18 @@ class FailedPrecondition(MinmoError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
+class DeadlineExceeded(MinmoError):
+    """A time bound of the server ran out (the first event, an idle or too long call); the message says which."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class Aborted(MinmoError):
+    """The call lost a race it cannot win (its session is owned by a newer connection); resume to go on."""
+
+    code = grpc.StatusCode.ABORTED
+
+
 class PermissionDenied(MinmoError):
     """The caller may not do this (e.g. a resume token that does not match the session)."""
 
@@ -88,6 +100,12 @@ def as_domain_error(exc: BaseException) -> MinmoError | None:
     """
     if isinstance(exc, MinmoError):
         return exc
+    if isinstance(exc, TritonCapacityError):
+        return ResourceExhausted(
+            f"the model server is at capacity ({exc.model}: every stream slot is in use); retry in a few seconds "
+            "or on another replica",
+            retry_after_ms=2_000,
+        )
     if isinstance(exc, TritonUnavailableError):
         return Unavailable(f"the model server is unavailable ({exc.model}: {exc.message}); retry shortly")
     if isinstance(exc, DecodeError):

@@ -96,10 +96,16 @@ def _pool(raw: Any, where: str) -> PoolConfig:
         raise ConfigError(f"{where}.deployment must be a Deployment name (string)")
     numbers = {key: _number(item[key], kind, f"{where}.{key}") for key, kind in _POOL_NUMBERS.items() if key in item}
     pool = PoolConfig(name=name, deployment=deployment, slo=_slo(item.get("slo", {}), f"{where}.slo"), **numbers)
-    if pool.min_replicas < 0 or pool.max_replicas < 1 or pool.min_replicas > pool.max_replicas:
+    if pool.min_replicas < 1:
+        # A pool with no pod refuses a new session before pinning it, so no demand ever shows up to scale it back.
         raise ConfigError(
-            f"{where}: need 0 <= min_replicas <= max_replicas and max_replicas >= 1, "
-            f"got min {pool.min_replicas}, max {pool.max_replicas}"
+            f"{where}.min_replicas must be at least 1, got {pool.min_replicas}: scale to zero is not supported "
+            "(with no pod a pool refuses new sessions before they are pinned, so demand would stay 0 and the "
+            "pool would never scale up again)"
+        )
+    if pool.min_replicas > pool.max_replicas:
+        raise ConfigError(
+            f"{where}: need min_replicas <= max_replicas, got min {pool.min_replicas}, max {pool.max_replicas}"
         )
     for key in ("sessions_per_pod", "max_step_up", "max_step_down"):
         if getattr(pool, key) < 1:

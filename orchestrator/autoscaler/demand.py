@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -95,42 +97,84 @@ class NoLatency:
         return Latency()
 
 
+def pods_of(deployment: str) -> str:
+    """A PromQL regex that matches exactly the pods of one Deployment: ``<name>-<template hash>-<suffix>``.
+
+    A prefix match (``<name>-.*``) would also take the pods of a Deployment whose name starts with this
+    one's plus a dash (pool ``all`` and pool ``all-big``).
+    """
+    escaped = re.sub(r"([.\\+*?()|\[\]{}^$])", r"\\\1", deployment)
+    return f"{escaped}-[a-z0-9]{{1,10}}-[a-z0-9]{{5}}"
+
+
+def _label(value: str) -> str:
+    """A PromQL double-quoted string: backslashes and quotes escaped."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 class PrometheusLatency:
     """Queries Prometheus' HTTP API (``/api/v1/query``) for the orchestrators' and Triton's metrics.
 
-    Triton pods are matched by ``pod=~"<deployment>-.*"`` (the label a ServiceMonitor/PodMonitor adds).
-    A query that fails is logged and treated as unknown: sizing then falls back to sessions, which is
-    safer than stopping the autoscaler because monitoring is down.
+    Every query is scoped to this release: ``namespace`` and the pods of the orchestrator Deployment (stage
+    latency, active sessions) or of the pool's Deployment (Triton queue time), by the ``namespace`` and
+    ``pod`` labels that Kubernetes service discovery (and the Prometheus Operator) attach. Without that a
+    second release, or a staging copy in another namespace, would size this one.
+
+    A query that fails or times out is logged and treated as unknown: sizing then falls back to sessions,
+    which is safer than stopping the autoscaler because monitoring is down. After a failure Prometheus is
+    skipped for ``backoff_seconds``, so a hung Prometheus costs one timeout per back-off, not one per query.
     """
 
-    def __init__(self, base_url: str, window: str = "2m", timeout_seconds: float = 5.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        namespace: str,
+        orchestrator_deployment: str | None = None,
+        window: str = "2m",
+        timeout_seconds: float = 5.0,
+        backoff_seconds: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._base = base_url.rstrip("/")
         self._window = window
         self._timeout = timeout_seconds
+        self._backoff = backoff_seconds
+        self._clock = clock
+        self._skip_until = float("-inf")
+        self._orchestrators = f"namespace={_label(namespace)}"
+        if orchestrator_deployment:
+            self._orchestrators += f",pod=~{_label(pods_of(orchestrator_deployment))}"
+        self._namespace = namespace
 
     def latency(self, deployment: str) -> Latency:
-        w, pods = self._window, f'pod=~"{deployment}-.*"'
+        w, orch = self._window, self._orchestrators
+        pool = f"namespace={_label(self._namespace)},pod=~{_label(pods_of(deployment))}"
         stages = self._query(
-            f"histogram_quantile(0.95, sum by (le, stage) (rate(minmo_stage_latency_seconds_bucket[{w}])))"
+            f"histogram_quantile(0.95, sum by (le, stage) (rate(minmo_stage_latency_seconds_bucket{{{orch}}}[{w}])))"
         )
         queue = self._query(
-            f"sum(rate(nv_inference_queue_duration_us{{{pods}}}[{w}])) / 1e6"
-            f" / sum(rate(nv_inference_request_success{{{pods}}}[{w}]))"
+            f"sum(rate(nv_inference_queue_duration_us{{{pool}}}[{w}])) / 1e6"
+            f" / sum(rate(nv_inference_request_success{{{pool}}}[{w}]))"
         )
-        active = self._query("sum(minmo_active_sessions)")
+        active = self._query(f"sum(minmo_active_sessions{{{orch}}})")
         return Latency(
             stage_p95_seconds={labels.get("stage", ""): value for labels, value in stages if value == value},
             queue_seconds=next((value for _, value in queue if value == value), None),  # NaN: no requests
-            active_sessions=next((int(value) for _, value in active), None),
+            active_sessions=next((int(value) for _, value in active if value == value), None),
         )
 
     def _query(self, promql: str) -> list[tuple[dict[str, str], float]]:
-        url = f"{self._base}/api/v1/query?{urllib.parse.urlencode({'query': promql})}"
+        if self._clock() < self._skip_until:
+            return []
+        url = f"{self._base}/api/v1/query?{urllib.parse.urlencode({'query': promql, 'timeout': f'{self._timeout}s'})}"
         try:
             with urllib.request.urlopen(url, timeout=self._timeout) as response:
                 body = json.load(response)
-        except (OSError, ValueError) as exc:
-            log.warning("Prometheus query failed (%s): %s", exc, promql)
+        except (OSError, ValueError) as exc:  # socket timeouts are OSErrors
+            self._skip_until = self._clock() + self._backoff
+            log.warning(
+                "Prometheus query failed (%s); sizing from sessions only for %.0f s: %s", exc, self._backoff, promql
+            )
             return []
         if body.get("status") != "success":
             log.warning("Prometheus refused %s: %s", promql, body.get("error"))

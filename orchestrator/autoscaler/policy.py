@@ -6,7 +6,9 @@ that are ready, so pods still starting are not ordered twice). Stabilisation fol
 HorizontalPodAutoscaler's rule, which operators already know: scale up to the *lowest* recommendation of
 the short up-window (a one-interval spike is ignored when the window spans two intervals), scale down
 to the *highest* of the long down-window (an oscillation shorter than the window never scales down).
-Steps are bounded per interval (``max_step_up``/``max_step_down`` pods).
+Steps are bounded per interval (``max_step_up``/``max_step_down`` pods). A pool with no serving pod
+(scaled to zero by hand, or every pod draining) skips the up-window: at least ``min_replicas`` (>= 1) at
+once, since a pool without a pod refuses sessions and so could never show the demand that would wake it.
 
 Removal is two-phase because a Triton pod holds its sessions' state: a pod chosen to go is first marked
 draining (the router pins nothing new there); only when it was already draining at observation time and
@@ -60,6 +62,9 @@ def decide(pool: PoolConfig, obs: PoolObservation, memory: PoolMemory) -> tuple[
     draining = [pod for pod in obs.pods if pod.draining]
     serving = obs.spec_replicas - len(draining)
     up = min(r for t, r in history if obs.time - t <= pool.scale_up_window_seconds)
+    if serving <= 0:
+        # From zero nothing serves, so there is no spike to smooth: any pod is better than none.
+        up = recommended
     down = max(r for t, r in history if obs.time - t <= pool.scale_down_window_seconds)
     first_seen = obs.time if memory.first_seen is None else memory.first_seen
     # A new leader has no history: it waits one full down-window before removing anything.

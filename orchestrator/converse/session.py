@@ -12,6 +12,13 @@ never the session: the client gets an ``error`` event (UNAVAILABLE) and, for a r
 ``response_done`` with status FAILED (nothing stored); the Triton-side state (backbone context,
 encoder and duplex streams) is then rebuilt from the Redis history before the next event is served,
 retried at most once per ``RETRY_SECONDS`` while Triton stays down (events in between are dropped).
+
+Bounds: client events come through an ``Inbox`` (idle limit, and ``stop``: every ending on the
+server's initiative), server events go through a bounded ``Outbox`` (a client that does not read is
+cut off). A stopped session finishes like a disconnected one (the response in flight is cut to what
+was played, stored and reported with ``response_done``), then the call ends with the stop's status.
+Every append carries the owner lease's fencing token: a session whose lease a newer connection took
+stores nothing more and ends with ABORTED.
 """
 
 from __future__ import annotations
@@ -29,24 +36,39 @@ from opentelemetry import trace
 from orchestrator.audio import AudioFormatError, InputAudioDecoder
 from orchestrator.converse import commands, events, playback
 from orchestrator.converse.context import BackboneContext, token_count_for_played
+from orchestrator.converse.inbox import Inbox
+from orchestrator.converse.outbox import CLOSE, Outbox
 from orchestrator.converse.settings import SessionSettings
 from orchestrator.converse.turns import Response, Turn, end_turn_trace, latencies, start_turn_trace
 from orchestrator.converse.vad import EnergyVad
-from orchestrator.errors import InvalidArgument, ResourceExhausted
+from orchestrator.errors import InvalidArgument, MinmoError, ResourceExhausted
 from orchestrator.observability import metrics
 from orchestrator.observability.tracing import stage_span
 from orchestrator.stages.listen import ListenPath
 from orchestrator.stages.speak import SpeakConfig, SpeakPath
+from orchestrator.state.errors import LeaseLost
 from orchestrator.state.records import StoredTurn
-from orchestrator.state.store import SessionStore
-from orchestrator.triton.errors import TritonStageError
+from orchestrator.state.store import SessionStore, SpeechQuotaExceeded
+from orchestrator.triton.errors import TritonCapacityError, TritonStageError
 from orchestrator.triton.routed import ModelCalls
 from services.backbone import ChatPrompt, SmokeByteTokenizer, Tokenizer
 from services.duplex import Decision, DecisionPolicy
 
 IDLE_TURN_FRAMES = 50  # 6 s of listening without speech
 RETRY_SECONDS = 1.0  # between two rebuilds of the Triton-side state while Triton stays unavailable
-_CLOSE = object()
+DEFAULT_IDLE_SECONDS = 300.0
+DEFAULT_MAX_QUEUED_EVENTS = 256
+# A client cut off for not reading gets this long to take the events before its status; a call still blocked
+# on writing to it then is cancelled (its slot and lease must not wait for a client that never reads).
+CUTOFF_GRACE_SECONDS = 5.0
+
+
+class ClientNotReading(ResourceExhausted):
+    def __init__(self, queued: int) -> None:
+        super().__init__(
+            f"the client left {queued} server events unread: the call is cut off so they do not pile up on the "
+            "server; read the stream as events arrive, then resume the session with its resume token"
+        )
 
 
 class ConverseSession:
@@ -60,7 +82,14 @@ class ConverseSession:
         next_sequence: int,
         playback_lead_ms: int = 1000,
         tokenizer: Tokenizer | None = None,
+        idle_seconds: float = DEFAULT_IDLE_SECONDS,
+        max_queued_events: int = DEFAULT_MAX_QUEUED_EVENTS,
+        fence: int | None = None,
+        unanswered: StoredTurn | None = None,
     ) -> None:
+        """``fence``: the owner lease's fencing token, sent with every append. ``unanswered``: the history's last
+        turn when it is a typed user turn no response followed (stored, then the process died before
+        ``response_started``); it is in Redis but not yet in the context (see ``_pending_typed``)."""
         self.models = models
         self.store = store
         self.session_id = session_id
@@ -78,7 +107,17 @@ class ConverseSession:
         self.turn: Turn | None = None
         self.response: Response | None = None
         self._lock = asyncio.Lock()  # every change of the backbone context, in conversation order
-        self._out: asyncio.Queue[pb.ServerEvent | object] = asyncio.Queue()
+        self._out: Outbox[pb.ServerEvent] = Outbox(max_queued_events, self._on_overflow)
+        self.idle_seconds = idle_seconds
+        self.fence = fence
+        self._inbox: Inbox[pb.ClientEvent] | None = None
+        self._early_stop: MinmoError | None = None  # a stop before the inbox exists
+        self._call_task: asyncio.Task[object] | None = None
+        # A stored typed user turn without its response: a client following the resend rule sends the same
+        # text again, which then answers that turn instead of storing it twice.
+        self._pending_typed = unanswered if unanswered is not None and unanswered.role == "user" else None
+        if self._pending_typed is not None and (self._pending_typed.embedding_dim or not self._pending_typed.text):
+            self._pending_typed = None
         self._group: asyncio.TaskGroup | None = None
         self._last_voiced_at: float | None = None
         self._lost: str | None = None  # why the Triton-side state is gone; None while it is intact
@@ -88,36 +127,66 @@ class ConverseSession:
     # The event stream ------------------------------------------------------------------------------
 
     async def run(self, client_events: AsyncIterator[pb.ClientEvent]) -> AsyncIterator[pb.ServerEvent]:
-        """Serve the client's events; yield server events until the client ends or leaves."""
-        supervisor = asyncio.create_task(self._serve(client_events))
+        """Serve the client's events; yield server events until the client ends or leaves, or the session stops.
+
+        A stopped session's call ends with the stop's reason (raised after the events before it).
+        """
+        self._call_task = asyncio.current_task()  # the gRPC call's own task: what a cut-off cancels
+        self._inbox = Inbox(client_events, idle_seconds=self.idle_seconds, busy=lambda: self.response is not None)
+        if self._early_stop is not None:
+            self._inbox.stop(self._early_stop)
+        supervisor = asyncio.create_task(self._serve(self._inbox))
         try:
-            while (event := await self._out.get()) is not _CLOSE:
+            while (event := await self._out.get()) is not CLOSE:
                 assert isinstance(event, pb.ServerEvent)
                 yield event
             await supervisor  # re-raise what ended the session (e.g. Triton unavailable)
+            if self._inbox.stop_reason is not None:
+                raise self._inbox.stop_reason
         finally:
             supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await supervisor
 
+    def stop(self, reason: MinmoError) -> None:
+        """End the session between two events; the call then ends with ``reason`` (first one given wins)."""
+        if self._inbox is None:
+            self._early_stop = self._early_stop or reason
+        else:
+            self._inbox.stop(reason)
+
+    @property
+    def stop_reason(self) -> MinmoError | None:
+        return self._inbox.stop_reason if self._inbox is not None else self._early_stop
+
     def emit(self, event: pb.ServerEvent) -> None:
         if event.WhichOneof("event") == "error":
             metrics.ERRORS.labels(code=event.error.code).inc()
-        self._out.put_nowait(event)
+        self._out.put(event)
 
-    async def _serve(self, client_events: AsyncIterator[pb.ClientEvent]) -> None:
+    def _on_overflow(self) -> None:
+        self.stop(ClientNotReading(self._out.max_events))
+        task = self._call_task
+        if task is not None:
+            # The call's writes wait for the client's flow control: only cancelling it ends a call nobody reads.
+            asyncio.get_running_loop().call_later(CUTOFF_GRACE_SECONDS, task.cancel)
+
+    async def _serve(self, inbox: Inbox[pb.ClientEvent]) -> None:
         try:
             async with asyncio.TaskGroup() as group:
                 self._group = group
-                async for event in client_events:
+                async for event in inbox.events():
                     if not await self._handle_surviving_triton(event):
                         break
                 if self.response is not None:
-                    with contextlib.suppress(TritonStageError):  # the client is gone: store what we can
+                    # The client is gone or the session stopped: store what was played, say so if it still listens.
+                    with contextlib.suppress(TritonStageError, LeaseLost):
                         await self._interrupt(played_ms=0)
+        except* LeaseLost as lost:
+            self.stop(lost.exceptions[0])  # type: ignore[arg-type]  # the group holds LeaseLost only
         finally:
             await self._shutdown()
-            self._out.put_nowait(_CLOSE)
+            self._out.close()
 
     async def _handle_surviving_triton(self, event: pb.ClientEvent) -> bool:
         """Serve one event; a Triton failure costs the event and the turn in progress, not the session."""
@@ -134,9 +203,11 @@ class ConverseSession:
     def _lose(self, exc: TritonStageError) -> None:
         """Report the failure once, fail the response in flight, and mark the Triton-side state for a rebuild."""
         if self._lost is None:
+            # A model at capacity refused a new stream: nothing broke, but the turn is lost all the same.
+            code = "RESOURCE_EXHAUSTED" if isinstance(exc, TritonCapacityError) else "UNAVAILABLE"
             self.emit(
                 events.error(
-                    "UNAVAILABLE",
+                    code,
                     f"the model server failed ({exc}); the turn in progress is lost, "
                     "the session goes on from its stored history",
                 )
@@ -161,7 +232,7 @@ class ConverseSession:
             self.listen = ListenPath(self.models, self._append_user_speech)
             try:
                 history = await self.store.history(self.session_id)
-                await self.context.replay(history, instructions=self.settings.instructions)
+                await self.replay(history)
             except TritonStageError as exc:
                 self.context.stream.cancel()
                 self._lost, self._next_rebuild = str(exc), loop.time() + RETRY_SECONDS
@@ -178,6 +249,9 @@ class ConverseSession:
         except InvalidArgument as exc:  # a malformed event is reported and skipped; the session goes on
             self.emit(events.error(exc.code_name, exc.message))
             return True
+        if self._pending_typed is not None and not isinstance(command, commands.SendText | commands.End):
+            async with self._lock:
+                await self._flush_pending_typed()
         if isinstance(command, commands.AppendAudio):
             await self._on_audio(command.data)
         elif isinstance(command, commands.SendText):
@@ -267,6 +341,9 @@ class ConverseSession:
             if self.turn is not None and self.turn.embeddings:
                 await self._close_spoken_turn()
             self.turn = None
+            resent = self._pending_typed is not None and self._pending_typed.text == text
+            if not resent:
+                await self._flush_pending_typed()
             turn_ids = self.context.prompt.user_text(text)[0]
             assert isinstance(turn_ids, list)
             try:
@@ -277,17 +354,49 @@ class ConverseSession:
                 # The backbone refuses a text that overflows its context and keeps the context as it was.
                 self.emit(events.error("INVALID_ARGUMENT", f"text does not fit the conversation ({exc.message})"))
                 return
-            await self._persist(StoredTurn(self.next_sequence, "user", text, tuple(self.tokenizer.encode(text)), 0))
+            if resent:
+                # The client resends a turn it never saw acknowledged, and it was stored: answer it, store it once.
+                self._pending_typed = None
+            else:
+                await self._persist(StoredTurn(self.next_sequence, "user", text, tuple(self.tokenizer.encode(text)), 0))
         # A typed turn has no speech embeddings: its hidden states stand in for the user-input vector.
         await self._respond(text_query=hidden.mean(axis=0))
 
+    async def replay(self, history: list[StoredTurn]) -> None:
+        """Feed the system prompt and the stored history into the (fresh) context; an unanswered typed turn
+        at the end waits outside it until the client resends it or moves on (``_pending_typed``)."""
+        pending = self._pending_typed
+        turns = history[:-1] if pending is not None and history and history[-1] == pending else history
+        if turns is not history or pending is None:
+            await self.context.replay(turns, instructions=self.settings.instructions)
+            return
+        self._pending_typed = None  # the history moved on since: nothing is pending any more
+        await self.context.replay(history, instructions=self.settings.instructions)
+
+    async def _flush_pending_typed(self) -> None:
+        """The stored but unanswered typed turn enters the context (it was left out of the replay): the
+        client moved on without resending it, so the next turn follows it, as in the stored history."""
+        pending, self._pending_typed = self._pending_typed, None
+        if pending is not None:
+            ids = self.context.prompt.user_text(pending.text)[0]
+            assert isinstance(ids, list)
+            await self.context.append(ids=ids)
+
     # Responding ------------------------------------------------------------------------------------
 
-    async def _close_spoken_turn(self) -> Turn:
+    async def _close_spoken_turn(self) -> Turn | None:
+        """Close and store the spoken user turn; None when a speech quota refuses it (then it is forgotten)."""
         turn = self.turn
         assert turn is not None
         await self.context.append(ids=self.context.prompt.user_speech_close())
-        await self._persist(turn.stored(self.next_sequence))
+        try:
+            await self._persist(turn.stored(self.next_sequence))
+        except SpeechQuotaExceeded as exc:
+            # Not stored, so not acknowledged: the context forgets it too, and the session goes on (typed turns work).
+            await self.context.append(truncate_to=turn.start_length)
+            self.turn = None
+            self.emit(events.error(exc.code_name, exc.message))
+            return None
         self.emit(events.speech_stopped(self.vad.last_voiced_ms if self.vad.last_voiced_ms >= 0 else self.vad.audio_ms))
         return turn
 
@@ -301,7 +410,10 @@ class ConverseSession:
             turn = self.turn if self.turn is not None else Turn()
             query = text_query
             if query is None:
-                turn = await self._close_spoken_turn()
+                closed = await self._close_spoken_turn()
+                if closed is None:
+                    return
+                turn = closed
                 query = np.concatenate(turn.embeddings).mean(axis=0)
             self.turn = None
             fork_id = await self.context.fork(self.context.prompt.user_speech_open())
@@ -389,7 +501,8 @@ class ConverseSession:
                     self.turn.embeddings.append(rows)
 
     async def _persist(self, turn: StoredTurn) -> None:
-        await self.store.append_turn(self.session_id, turn)
+        """Append the turn, fenced: LeaseLost (the session has a newer owner) ends this session, storing nothing."""
+        await self.store.append_turn(self.session_id, turn, fence=self.fence)
         self.next_sequence = turn.sequence + 1
 
     async def _shutdown(self) -> None:

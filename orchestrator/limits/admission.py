@@ -1,20 +1,26 @@
 """Admission in front of the API: the process's capacity first, then the tenant's limits.
 
-The servicer enters ``session()`` for every Converse stream and ``task()`` for Transcribe and
-Synthesize (stateless, but their audio counts against the tenant's minute); the Converse session
-calls ``charge_audio`` for each chunk it receives.
+Every RPC that holds Triton streams is admitted: the servicer enters ``session()`` for each Converse,
+Transcribe and Synthesize call, so a Transcribe that sends only its config holds one of the same
+slots as a conversation (and is shed like one), never a model's stream slot for free. Audio counts
+against the tenant's minute: the Converse session and Transcribe charge each chunk received;
+Synthesize reserves the most audio its text can produce *before* it runs (``reserve_audio``) and
+gives back what it did not produce, so concurrent long syntheses cannot pass the limit together.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import uuid
 from collections.abc import AsyncIterator
 
 from orchestrator.errors import Unavailable
 from orchestrator.limits.shedding import LoadShedder
-from orchestrator.limits.tenants import TenantLimits
+from orchestrator.limits.tenants import AudioReservation, TenantLimits
+
+logger = logging.getLogger(__name__)
 
 
 class Admission:
@@ -24,7 +30,7 @@ class Admission:
 
     @contextlib.asynccontextmanager
     async def session(self, tenant: str) -> AsyncIterator[None]:
-        """Hold a session slot of this process and of ``tenant`` while the stream lives."""
+        """Hold a slot of this process and of ``tenant`` while the call lives (Converse, Transcribe, Synthesize)."""
         async with contextlib.AsyncExitStack() as stack:
             if self.shedder is not None:
                 await stack.enter_async_context(self.shedder.session())
@@ -53,11 +59,29 @@ class Admission:
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await keeper
-            await limits.release_session(tenant, stream_id)
+            # Redis down or stalled: the slot expires with its TTL instead; the call's own outcome stands, unwaited.
+            with contextlib.suppress(Unavailable, TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await limits.release_session(tenant, stream_id)
 
     async def charge_audio(self, tenant: str, seconds: float, *, force: bool = False) -> None:
         if self.tenants is not None:
             await self.tenants.charge_audio(tenant, seconds, force=force)
+
+    async def reserve_audio(self, tenant: str, seconds: float) -> AudioReservation | None:
+        """Count the most audio a call can make, up front; refused (nothing counted) when it does not fit."""
+        if self.tenants is None:
+            return None
+        return await self.tenants.charge_audio(tenant, seconds)
+
+    async def refund_audio(self, reservation: AudioReservation | None, seconds: float) -> None:
+        """Give back what a reservation did not use; a Redis failure here only over-counts, so it is logged."""
+        if self.tenants is None or reservation is None or seconds <= 0:
+            return
+        try:
+            await self.tenants.refund_audio(reservation, seconds)
+        except Unavailable as exc:
+            logger.warning("could not give back %.1f s of reserved audio: %s", seconds, exc)
 
     async def close(self) -> None:
         if self.shedder is not None:

@@ -27,8 +27,9 @@ return 1
 )
 
 # KEYS: the tenant's audio counter prefix (the window number is appended). ARGV: cost ms, limit ms,
-# window ms, force (1: count even past the limit). Returns 0 when counted, else the ms until the
-# window ends (when the chunk would fit again).
+# window ms, force (1: count even past the limit). Returns {0, counter key} when counted, else
+# {ms until the window ends (when the chunk would fit again), ''}. The key lets a reservation be
+# refunded in the window it was counted in.
 CHARGE_AUDIO = (
     _NOW_MS
     + """
@@ -38,10 +39,20 @@ local key = KEYS[1] .. string.format('%d', window)
 local used = tonumber(redis.call('GET', key) or '0')
 local cost = tonumber(ARGV[1])
 if ARGV[4] ~= '1' and used + cost > tonumber(ARGV[2]) then
-  return math.max(1, (window + 1) * window_ms - now)
+  return {math.max(1, (window + 1) * window_ms - now), ''}
 end
 redis.call('INCRBY', key, cost)
 redis.call('PEXPIRE', key, 2 * window_ms)
-return 0
+return {0, key}
 """
 )
+
+# KEYS: a counter key CHARGE_AUDIO returned. ARGV: ms to give back. Never below 0; a window that
+# already expired has nothing to give back to.
+REFUND_AUDIO = """
+local used = tonumber(redis.call('GET', KEYS[1]) or '-1')
+if used < 0 then return 0 end
+local back = math.min(used, tonumber(ARGV[1]))
+redis.call('DECRBY', KEYS[1], back)
+return back
+"""

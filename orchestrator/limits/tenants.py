@@ -34,6 +34,14 @@ class TenantLimitSettings:
         return self.max_sessions > 0 or self.audio_seconds_per_minute > 0
 
 
+@dataclass(frozen=True)
+class AudioReservation:
+    """Audio counted against a tenant's minute: the window's counter and the milliseconds counted."""
+
+    key: str
+    cost_ms: int
+
+
 class TenantLimitExceeded(ResourceExhausted):
     """The tenant is over one of its limits; ``retry_after_ms`` says when to try again."""
 
@@ -50,6 +58,7 @@ class TenantLimits:
         self.prefix = prefix
         self._acquire = redis.register_script(scripts.ACQUIRE_SESSION)
         self._charge = redis.register_script(scripts.CHARGE_AUDIO)
+        self._refund = redis.register_script(scripts.REFUND_AUDIO)
 
     def _sessions_key(self, tenant: str) -> str:
         return f"{self.prefix}tenant:{tenant}:sessions"
@@ -74,18 +83,30 @@ class TenantLimits:
             await self.redis.zrem(self._sessions_key(tenant), stream_id)
 
     @unavailable_on_redis_failure
-    async def charge_audio(self, tenant: str, seconds: float, *, force: bool = False) -> None:
+    async def charge_audio(self, tenant: str, seconds: float, *, force: bool = False) -> AudioReservation | None:
         """Count ``seconds`` of audio; TenantLimitExceeded (nothing counted) when it would pass the limit.
 
-        ``force`` counts it regardless: for audio already produced (a synthesis in flight finishes,
-        and the next call pays).
+        ``force`` counts it regardless: for audio already received. Returns what was counted, so a
+        reservation (an upper bound counted before the audio exists) can give back what went unused;
+        None when the tenant's audio is unlimited.
         """
         limit = self.settings.audio_seconds_per_minute
         if limit <= 0:
-            return
+            return None
         cost_ms = max(0, math.ceil(seconds * 1000))
         key = f"{self.prefix}tenant:{tenant}:audio:"
         args: list[EncodableT] = [cost_ms, round(limit * 1000), WINDOW_MS, 1 if force else 0]
-        retry_after_ms = int(await self._charge(keys=[key], args=args))
-        if retry_after_ms:
-            raise TenantLimitExceeded(tenant, f"{limit:g} audio seconds per minute", retry_after_ms)
+        retry_after_ms, counter = await self._charge(keys=[key], args=args)
+        if int(retry_after_ms):
+            what = f"{limit:g} audio seconds per minute"
+            if cost_ms > limit * 1000:
+                what += f" (this call needs up to {cost_ms / 1000:.1f} s in one minute: make it smaller)"
+            raise TenantLimitExceeded(tenant, what, int(retry_after_ms))
+        return AudioReservation(counter.decode() if isinstance(counter, bytes) else str(counter), cost_ms)
+
+    @unavailable_on_redis_failure
+    async def refund_audio(self, reservation: AudioReservation, seconds: float) -> None:
+        """Give back ``seconds`` of a reservation (at most what it counted), in the window it was counted in."""
+        back_ms = min(reservation.cost_ms, max(0, math.floor(seconds * 1000)))
+        if back_ms:
+            await self._refund(keys=[reservation.key], args=[back_ms])

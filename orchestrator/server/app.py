@@ -1,8 +1,9 @@
 """The orchestrator's gRPC server: ``minmo.v1.MinMo`` plus standard health checking and reflection.
 
 ``build_server`` assembles a server around any servicer (tests pass their own); ``serve`` is the
-process: shared clients, handlers, the readiness monitor, and a graceful stop on SIGTERM (health
-turns NOT_SERVING, new calls are refused, calls in flight get the grace period to finish).
+process: shared clients, handlers, the readiness monitor, and the drain on SIGTERM
+(``orchestrator.server.drain``: readiness NOT_SERVING, new calls refused, every Converse session ended
+with UNAVAILABLE and told to resume elsewhere, the process gone within ``--drain-seconds``).
 
 Health, reflection and the API share one port, and with ``tls`` one set of (reloadable) credentials.
 With a verifier every call but health checking needs a token (``orchestrator.security.interceptor``).
@@ -28,15 +29,17 @@ from orchestrator.observability.tracing import Tracing, configure_tracing, serve
 from orchestrator.security.interceptor import AuthInterceptor
 from orchestrator.security.tls import TlsConfigError, TlsFiles, server_credentials
 from orchestrator.security.verifiers import AuthConfigError, Verifier
+from orchestrator.server.bounds_config import BoundsConfigError, check_bounds, server_options
 from orchestrator.server.contracts import SERVICE_NAME, ServerDeps, ServeSettings
+from orchestrator.server.drain import drain
 from orchestrator.server.health import ReadinessMonitor, not_serving_until_checked, redis_probe, triton_probe
 from orchestrator.server.interceptor import DomainErrorInterceptor
 from orchestrator.server.routing_config import RoutingConfigError, build_routing
 from orchestrator.server.security_config import (
     build_admission,
+    build_auth,
     build_redis_client,
     build_triton_models,
-    build_verifier,
     tls_files,
 )
 from orchestrator.server.tokenizer_config import TokenizerConfigError, load_serving_tokenizer
@@ -59,17 +62,26 @@ def build_server(
     tracing: Tracing | None = None,
     verifier: Verifier | None = None,
     tls: TlsFiles | None = None,
+    settings: ServeSettings | None = None,
+    auth: AuthInterceptor | None = None,
 ) -> grpc.aio.Server:
     """A server (not started) with the MinMo service, health and reflection, bound to ``host:port``.
 
-    ``verifier``: calls need a bearer token (health excepted); ``tls``: the port speaks TLS only.
+    ``verifier``: calls need a bearer token (health excepted), or ``auth``: any authentication
+    interceptor (``--auth mtls``); ``tls``: the port speaks TLS only;
+    ``settings``: the connection bounds (keepalive, idle and age limits, the cap on concurrent calls).
     """
-    # Without this gRPC binds with SO_REUSEPORT, and a second server on a taken port starts silently.
     # The tracing interceptor comes first, so a call's span sees the status the error interceptor sets,
     # and a refused token too (authentication runs before the handler and its error mapping).
-    auth = [AuthInterceptor(verifier)] if verifier is not None else []
-    interceptors = [*server_interceptors(tracing), *auth, DomainErrorInterceptor()]
-    server = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])
+    settings = settings or ServeSettings()
+    if auth is None and verifier is not None:
+        auth = AuthInterceptor(verifier)
+    interceptors = [*server_interceptors(tracing), *([auth] if auth else []), DomainErrorInterceptor()]
+    server = grpc.aio.server(
+        interceptors=interceptors,
+        options=server_options(settings),
+        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+    )
     minmo_pb2_grpc.add_MinMoServicer_to_server(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
@@ -88,9 +100,10 @@ def build_server(
 async def serve(settings: ServeSettings) -> None:
     """Run one orchestrator process until SIGTERM or SIGINT."""
     try:
-        verifier = build_verifier(settings)
+        check_bounds(settings)
+        auth = build_auth(settings)
         tls = tls_files(settings)
-    except (AuthConfigError, TlsConfigError) as exc:
+    except (AuthConfigError, TlsConfigError, BoundsConfigError) as exc:
         raise ServeError(str(exc)) from exc
     tracing = configure_tracing(settings.trace_file, settings.otlp_endpoint)
     metrics: MetricsServer | None = None
@@ -124,8 +137,9 @@ async def serve(settings: ServeSettings) -> None:
             health_servicer=health_servicer,
             host=settings.host,
             tracing=tracing,
-            verifier=verifier,
+            auth=auth,
             tls=tls,
+            settings=settings,
         )
         monitor = ReadinessMonitor(
             health_servicer,
@@ -150,9 +164,7 @@ async def serve(settings: ServeSettings) -> None:
         async with asyncio.TaskGroup() as tasks:
             monitoring = tasks.create_task(monitor.run())
             await stop.wait()
-            logger.info("stopping: refusing new calls, %.0f s for calls in flight", settings.grace_seconds)
-            await health_servicer.enter_graceful_shutdown()
-            await server.stop(settings.grace_seconds)
+            await drain(server, monitor, health_servicer, servicer, settings.drain_seconds)
             server = None
             monitoring.cancel()
         logger.info("stopped")

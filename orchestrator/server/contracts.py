@@ -36,8 +36,9 @@ class ServeSettings:
     triton_url: str = "127.0.0.1:8001"
     redis_url: str = "redis://127.0.0.1:6379/0"
     max_sessions: int = 16
-    # On SIGTERM: new calls are refused at once, calls in flight get this long to finish.
-    grace_seconds: float = 10.0
+    # On SIGTERM (the drain): readiness NOT_SERVING and new calls refused at once, every Converse session
+    # told to resume elsewhere (UNAVAILABLE), the other calls in flight given the rest of this to finish.
+    drain_seconds: float = 20.0
     health_interval_seconds: float = 2.0
     # Observability: Prometheus /metrics on this port (None: off); spans to a JSON-lines file and/or OTLP.
     metrics_port: int | None = None
@@ -70,6 +71,24 @@ class ServeSettings:
     namespace: str | None = None
     # Backbone weights folder with tokenizer.json; None: the smoke byte tokenizer.
     tokenizer_dir: Path | None = None
+    # Bounds on what a client can make the server hold (orchestrator.server.bounds_config; docs/operations-bounds.md).
+    first_event_seconds: float = 10.0
+    session_idle_seconds: float = 300.0
+    session_max_seconds: float = 3600.0
+    max_queued_events: int = 256
+    keepalive_seconds: float = 10.0
+    keepalive_timeout_seconds: float = 5.0
+    connection_idle_seconds: float = 600.0
+    connection_max_age_seconds: float = 3600.0
+    max_concurrent_rpcs: int = 256
+    redis_timeout_seconds: float = 2.0
+    redis_retries: int = 2
+    session_speech_mb: float = 128.0
+    tenant_speech_mb: float = 0.0
+    # Identity beyond the basics: JWKS keys by `kid`, a longest JWT lifetime, mTLS identities -> tenants.
+    jwt_jwks_url: str | None = None
+    jwt_max_lifetime_seconds: float = 86_400.0
+    mtls_tenants_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -103,6 +122,10 @@ class TranscribeHandler(Protocol):
 
 class SynthesizeHandler(Protocol):
     """Text and instruction in; 24 kHz PCM16 chunks out, sequence numbered from 0."""
+
+    def max_audio_seconds(self, request: minmo_pb2.SynthesizeRequest) -> float:
+        """The most audio the request can produce; InvalidArgument for a request the call would refuse."""
+        ...
 
     def synthesize(
         self, request: minmo_pb2.SynthesizeRequest, context: grpc.aio.ServicerContext

@@ -13,7 +13,7 @@ from typing import Any
 
 from orchestrator.routing.pools import FORMAT, PoolSpecError, parse_pool
 
-AUTH_MODES = ("none", "api-keys", "jwt")
+AUTH_MODES = ("none", "api-keys", "jwt", "mtls")
 # ServeSettings fields set by the flags below (argparse names them after the flags).
 SETTING_NAMES = (
     "tls_cert",
@@ -25,6 +25,9 @@ SETTING_NAMES = (
     "jwt_audience",
     "jwt_public_key_file",
     "jwt_tenant_claim",
+    "jwt_jwks_url",
+    "jwt_max_lifetime_seconds",
+    "mtls_tenants_file",
     "tenant_max_sessions",
     "tenant_audio_seconds_per_minute",
     "redis_password_file",
@@ -48,6 +51,17 @@ def add_security_flags(parser: argparse.ArgumentParser) -> None:
     auth.add_argument("--jwt-audience", help="required `aud` of JWTs")
     auth.add_argument("--jwt-public-key-file", type=Path, help="PEM public key (RSA: RS256, EC P-256: ES256)")
     auth.add_argument("--jwt-tenant-claim", default="tenant", help="the JWT claim naming the tenant")
+    auth.add_argument(
+        "--jwt-jwks-url", help="the identity provider's JWKS endpoint (keys by `kid`, rotated keys fetched again)"
+    )
+    auth.add_argument(
+        "--jwt-max-lifetime-seconds", type=float, default=86_400.0, help="refuse JWTs living longer (exp - iat)"
+    )
+    auth.add_argument(
+        "--mtls-tenants-file",
+        type=Path,
+        help='--auth mtls: YAML/JSON {"clients": [{"identity": SAN-or-CN, "tenant": NAME}]}',
+    )
     limits = parser.add_argument_group("per-tenant limits (shared across replicas through Redis)")
     limits.add_argument("--tenant-max-sessions", type=int, default=0, help="concurrent sessions (0: unlimited)")
     limits.add_argument(

@@ -48,4 +48,4 @@ def build_servicer(deps: ServerDeps) -> MinMoServicer:
             handlers[role] = None
         else:
             handlers[role] = builder(deps)
-    return MinMoServicer(**handlers, admission=deps.admission)
+    return MinMoServicer(**handlers, admission=deps.admission, first_event_seconds=deps.settings.first_event_seconds)

@@ -2,13 +2,17 @@
 
 Key layout (``P`` is the prefix, ``minmo:`` by default):
 
-- ``P session:<id>``          hash: ``config`` (JSON), ``created_at`` (Unix time), ``resume`` (token digest),
-                              ``tenant`` (the owner; absent in records from before tenants: the default tenant)
+- ``P session:<id>``          hash: ``config`` (JSON), ``created_at`` (Unix time), ``resume`` and ``resume_prev``
+                              (digests of the current and the previous token), ``tenant`` (the owner; absent in
+                              records from before tenants: the default tenant), ``fence`` (fencing token of the
+                              owner lease), ``speech_bytes`` (stored embeddings, for the quota)
 - ``P session:<id>:turns``    list: one deterministic JSON per acknowledged turn, index = sequence - 1
 - ``P session:<id>:speech``   hash: sequence -> a spoken user turn's float32 encoder embeddings; one key
                               rather than one per turn, so refreshing and deleting stay O(1) commands
 - ``P session:<id>:lease``    string: the owning replica, with its own short PX expiry
 - ``P resume:<sha256(token)>`` string: the session id; only a digest of the secret token sits in Redis
+- ``P tenant:<t>:speech``     hash (+ ``:expiry`` zset): a tenant's stored speech per session, with the
+                              tenant speech quota on (``tenant_speech_bytes``)
 
 The resume cursor is ``LLEN turns + 1``: the list is the one source of it. Every key but the lease
 expires ``ttl_seconds`` after the session's last activity (an append or a touch). Each write is one
@@ -18,7 +22,16 @@ SCRIPT LOAD, once.
 
 Tenants: ``resolve``, ``get``, ``delete`` and ``session_proto`` take the caller's ``tenant``; another
 tenant's session answers exactly as a missing one does (``SessionNotFound``), so no one learns that it
-exists. ``tenant=None`` skips the check (the store's own callers, which already checked).
+exists. ``tenant=None`` skips the check (the store's own callers, which already checked). An id that
+is not a session id at all (``orchestrator.state.ids``) answers the same, before any Redis key is built.
+
+Ownership is fenced: ``acquire_lease`` returns a fencing token, +1 for every new owner, and
+``append_turn`` with that token is refused (``LeaseLost``) once a newer owner took the lease, so a
+replica that paused longer than its lease cannot append turns behind the new owner's back.
+Resume tokens rotate on every resume (``rotate_resume``); the token used stays valid until the new
+one is used, so a client that never received the new token is not locked out.
+Stored speech has quotas per session and per tenant, checked in the append script: a spoken turn
+over either is refused whole (``SpeechQuotaExceeded``, RESOURCE_EXHAUSTED) and nothing is stored.
 """
 
 from __future__ import annotations
@@ -35,11 +48,30 @@ from minmo.v1 import minmo_pb2 as pb
 from redis.asyncio import Redis
 from redis.typing import EncodableT
 
+from orchestrator.errors import ResourceExhausted
 from orchestrator.state import scripts
-from orchestrator.state.errors import SessionNotFound, TurnConflict, unavailable_on_redis_failure
+from orchestrator.state.errors import LeaseLost, SessionNotFound, TurnConflict, unavailable_on_redis_failure
+from orchestrator.state.ids import is_session_id
 from orchestrator.state.records import DEFAULT_TENANT, SessionRecord, StoredTurn, decode_turn, encode_turn
 
 _CONFLICT_REASONS = {-2: "a different turn holds this sequence", -3: "the sequence skips ahead"}
+MB = 1 << 20
+
+
+class SpeechQuotaExceeded(ResourceExhausted):
+    """A spoken turn would pass a quota of stored speech embeddings; the turn is not stored."""
+
+    def __init__(self, whose: str, limit_bytes: int) -> None:
+        advice = (
+            "start a new session, or go on with typed turns"
+            if whose == "session"
+            else "delete sessions you no longer need (DeleteSession) or wait for old ones to expire"
+        )
+        super().__init__(
+            f"this spoken turn was not stored: the {whose}'s stored speech would pass its quota of "
+            f"{limit_bytes / MB:g} MB; {advice}"
+        )
+        self.whose = whose
 
 
 def _digest(token: str) -> str:
@@ -57,7 +89,10 @@ class SessionStore:
         ttl_seconds: int = 3600,
         lease_seconds: float = 15.0,
         owns_redis: bool = False,
+        session_speech_bytes: int = 0,
+        tenant_speech_bytes: int = 0,
     ) -> None:
+        """``session_speech_bytes`` / ``tenant_speech_bytes``: quotas of stored speech embeddings (0: none)."""
         if redis.connection_pool.connection_kwargs.get("decode_responses"):
             raise ValueError("SessionStore needs a Redis client with decode_responses=False (embeddings are bytes)")
         if ttl_seconds < 1 or lease_seconds <= 0:
@@ -67,6 +102,9 @@ class SessionStore:
         self.ttl_seconds = int(ttl_seconds)
         self.lease_ms = max(1, round(lease_seconds * 1000))
         self._owns_redis = owns_redis
+        self.session_speech_bytes = max(0, int(session_speech_bytes))
+        self.tenant_speech_bytes = max(0, int(tenant_speech_bytes))
+        self._rotate = redis.register_script(scripts.ROTATE_RESUME)
         self._append = redis.register_script(scripts.APPEND_TURN)
         self._touch = redis.register_script(scripts.TOUCH)
         self._delete = redis.register_script(scripts.DELETE)
@@ -127,7 +165,24 @@ class SessionStore:
         return session_id.decode() if isinstance(session_id, bytes) else str(session_id)
 
     @unavailable_on_redis_failure
+    async def rotate_resume(self, session_id: str, used_token: str) -> str:
+        """A new resume token for the session, replacing ``used_token``; SessionNotFound if it no longer works."""
+        token = secrets.token_urlsafe(32)
+        args: list[EncodableT] = [
+            _digest(used_token),
+            _digest(token),
+            self._resume_prefix,
+            self.ttl_seconds,
+            session_id,
+        ]
+        if not await self._rotate(keys=[self.session_key(session_id)], args=args):
+            raise SessionNotFound("resume token")
+        return token
+
+    @unavailable_on_redis_failure
     async def get(self, session_id: str, *, tenant: str | None = None) -> SessionRecord:
+        if not is_session_id(session_id):
+            raise SessionNotFound(session_id[:64])
         hash_key, turns, _, lease = self.session_keys(session_id)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hmget(hash_key, ["config", "created_at", "tenant"])
@@ -162,18 +217,38 @@ class SessionStore:
         return [decode_turn(raw, embeddings.get(str(index).encode(), b"")) for index, raw in enumerate(raw_turns, 1)]
 
     @unavailable_on_redis_failure
-    async def append_turn(self, session_id: str, turn: StoredTurn) -> bool:
+    async def append_turn(self, session_id: str, turn: StoredTurn, *, fence: int | None = None) -> bool:
         """Persist the next turn atomically; True when stored, False when this exact turn already was.
 
         Idempotent by sequence so a retried acknowledgement never duplicates a turn; TurnConflict when
-        the sequence skips ahead or another turn already holds it (e.g. a racing replica).
+        the sequence skips ahead or another turn already holds it (e.g. a racing replica). ``fence``:
+        the token ``acquire_lease`` gave; LeaseLost when a newer owner has taken the session since.
+        SpeechQuotaExceeded when a spoken turn would pass a speech quota (nothing stored).
         """
         keys = self.session_keys(session_id)[:3]
         turn_json, speech = encode_turn(turn), turn.speech_embeddings
-        args: list[EncodableT] = [turn.sequence, turn_json, speech, self.ttl_seconds, self._resume_prefix]
+        args: list[EncodableT] = [
+            turn.sequence,
+            turn_json,
+            speech,
+            self.ttl_seconds,
+            self._resume_prefix,
+            "" if fence is None else fence,
+            self.session_speech_bytes,
+            self.tenant_speech_bytes,
+            self.prefix,
+            DEFAULT_TENANT,
+            session_id,
+        ]
         status, next_sequence = await self._append(keys=keys, args=args)
         if status == -1:
             raise SessionNotFound(session_id)
+        if status == -4:
+            raise LeaseLost(session_id)
+        if status == -5:
+            raise SpeechQuotaExceeded("session", self.session_speech_bytes)
+        if status == -6:
+            raise SpeechQuotaExceeded("tenant", self.tenant_speech_bytes)
         if status < 0:
             raise TurnConflict(session_id, turn.sequence, int(next_sequence), _CONFLICT_REASONS[int(status)])
         return bool(status == 1)
@@ -181,14 +256,17 @@ class SessionStore:
     @unavailable_on_redis_failure
     async def touch(self, session_id: str) -> None:
         """Refresh the TTL of every session key on activity that stores nothing (audio without a turn)."""
-        found = await self._touch(keys=self.session_keys(session_id)[:3], args=[self.ttl_seconds, self._resume_prefix])
+        args: list[EncodableT] = [self.ttl_seconds, self._resume_prefix, self.prefix, DEFAULT_TENANT, session_id]
+        found = await self._touch(keys=self.session_keys(session_id)[:3], args=args)
         if not found:
             raise SessionNotFound(session_id)
 
     @unavailable_on_redis_failure
     async def delete(self, session_id: str, *, tenant: str | None = None) -> None:
-        """Remove every key of the session, the resume mapping and the lease included."""
-        args = [self._resume_prefix, tenant or "", DEFAULT_TENANT]
+        """Remove every key of the session, the resume mappings and the lease included."""
+        if not is_session_id(session_id):
+            raise SessionNotFound(session_id[:64])
+        args = [self._resume_prefix, tenant or "", DEFAULT_TENANT, self.prefix, session_id]
         if not await self._delete(keys=self.session_keys(session_id), args=args):
             raise SessionNotFound(session_id)
 
@@ -220,14 +298,18 @@ class SessionStore:
 
     # Owner lease ---------------------------------------------------------------------------------
 
-    @unavailable_on_redis_failure
     async def acquire_lease(self, session_id: str, owner: str) -> bool:
         """Take (or re-take) the session's live stream; False while another owner's lease runs."""
+        return await self.take_lease(session_id, owner) is not None
+
+    @unavailable_on_redis_failure
+    async def take_lease(self, session_id: str, owner: str) -> int | None:
+        """Take (or re-take) the session's live stream: its fencing token, or None while another owner's lease runs."""
         hash_key, *_, lease = self.session_keys(session_id)
-        status = await self._acquire(keys=[hash_key, lease], args=[owner, self.lease_ms])
+        status, fence = await self._acquire(keys=[hash_key, lease], args=[owner, self.lease_ms])
         if status == -1:
             raise SessionNotFound(session_id)
-        return bool(status == 1)
+        return int(fence) if status == 1 else None
 
     @unavailable_on_redis_failure
     async def refresh_lease(self, session_id: str, owner: str) -> bool:

@@ -67,6 +67,13 @@ class SynthesizeService:
     def __init__(self, synthesizer: Synthesizer | RoutedSynthesizer) -> None:
         self.synthesizer = synthesizer
 
+    def max_audio_seconds(self, request: pb.SynthesizeRequest) -> float:
+        """The most audio this request can produce (the tenant's audio quota reserves it before the call)."""
+        try:
+            return self.synthesizer.max_audio_seconds(request.text, request.instruction)
+        except TaskInputError as exc:
+            raise InvalidArgument(str(exc)) from exc
+
     async def synthesize(self, request: pb.SynthesizeRequest, context: Any) -> AsyncIterator[pb.SynthesizeResponse]:
         sequence = 0
         try:
@@ -102,6 +109,9 @@ class RoutedSynthesizer:
         self._routing = routing
         self._tokenizer = tokenizer
 
+    def max_audio_seconds(self, text: str, instruction: str) -> float:
+        return Synthesizer(_NO_MODELS, self._tokenizer).max_audio_seconds(text, instruction)
+
     async def synthesize(
         self, text: str, instruction: str, voice_prompt: bytes | None
     ) -> AsyncGenerator[np.ndarray, None]:
@@ -110,6 +120,19 @@ class RoutedSynthesizer:
             async with contextlib.aclosing(chunks):
                 async for chunk in chunks:
                     yield chunk
+
+
+class _NoModels:
+    """For computing bounds only: a Synthesizer that never calls Triton."""
+
+    async def infer(self, model: str, tensors: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("no Triton calls here")
+
+    def open_stream(self, model: str) -> Any:
+        raise RuntimeError("no Triton calls here")
+
+
+_NO_MODELS = _NoModels()
 
 
 def build_transcribe_handler(deps: Any) -> TranscribeService:

@@ -40,6 +40,7 @@ from orchestrator.triton.routed import ModelCalls
 from services.backbone import ChatPrompt, SmokeByteTokenizer, Tokenizer
 
 log = logging.getLogger(__name__)
+SECONDS_PER_SPEECH_TOKEN = 0.04  # 25 Hz speech tokens: 960 samples of 24 kHz audio each
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,20 @@ class Synthesizer:
         self._prompt = ChatPrompt(self._tokenizer)
         self._speaker_embedding = speaker_embedding
         self.config = config or SynthesizeConfig()
+
+    def max_audio_seconds(self, text: str, instruction: str) -> float:
+        """The most audio ``text`` can make: what a tenant's audio quota reserves before the call runs.
+
+        Each segment's speech LM request is bounded by ``MAX_TOKENS`` (its full groups of text, then
+        the tail); a speech token is 40 ms. Raises :class:`TaskInputError` for text the call would refuse.
+        """
+        text, _ = check_synthesis_text(text, instruction)
+        c = self.config
+        tokens = sum(
+            len(ids) // c.text_per_group * c.tokens_per_group + c.max_tail_tokens
+            for ids in text_segments(text, self._tokenizer.encode, c.max_segment_tokens)
+        )
+        return tokens * SECONDS_PER_SPEECH_TOKEN
 
     async def synthesize(
         self, text: str, instruction: str, voice_prompt: bytes | None

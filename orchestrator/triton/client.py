@@ -7,11 +7,16 @@ Every call has a deadline (``deadline_seconds``): a unary call's gRPC timeout, a
 longest wait for the next response while one is expected. Without it a stalled network path, or a
 Python backend stub that died mid-request (Triton then never answers the request), hangs the turn
 forever; with it the caller gets ``TritonUnavailableError`` and the session recovers.
+
+A model at capacity refuses a new stream (``TritonCapacityError``, RESOURCE_EXHAUSTED for the client).
+Triton's sequence batcher holds a slot for a refused sequence until its END or idle timeout, so a
+refused START of a unary model is followed by an END for that sequence (in the background).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +27,7 @@ from tritonclient.grpc import InferResult, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from orchestrator.observability.tracing import trace_headers
+from orchestrator.triton.errors import TritonCapacityError
 from orchestrator.triton.protocol import CHANNEL_OPTIONS, Tensors, classify, from_result, to_inputs
 from orchestrator.triton.stream import DEFAULT_DEADLINE_SECONDS, ModelStream
 
@@ -52,6 +58,7 @@ class TritonModels:
         else:
             self._channel = grpc.aio.insecure_channel(url, options=CHANNEL_OPTIONS)
         self._stub = service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
+        self._background: set[asyncio.Task[None]] = set()
 
     async def infer(
         self, model: str, tensors: Tensors, *, sequence_id: int, start: bool = False, end: bool = False
@@ -77,11 +84,27 @@ class TritonModels:
         try:
             result: InferResult = await asyncio.shield(call)
         except InferenceServerException as exc:
-            raise classify(model, exc) from exc
+            error = classify(model, exc)
+            if start and isinstance(error, TritonCapacityError):
+                self._end_refused(model, tensors, sequence_id)
+            raise error from exc
         except asyncio.CancelledError:
             call.add_done_callback(_discard_outcome)
             raise
         return from_result(result)
+
+    def _end_refused(self, model: str, tensors: Tensors, sequence_id: int) -> None:
+        """END a sequence the model refused to start, so the sequence batcher frees its slot now, not at idle."""
+
+        async def end() -> None:
+            with contextlib.suppress(InferenceServerException):  # "unknown stream" is the expected answer
+                await self.client.infer(
+                    model, to_inputs(tensors), sequence_id=sequence_id, sequence_end=True, client_timeout=5.0
+                )
+
+        task = asyncio.create_task(end())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def open_stream(self, model: str) -> ModelStream:
         return ModelStream(self._stub, model, deadline_seconds=self.deadline_seconds)
@@ -91,6 +114,8 @@ class TritonModels:
         return dict(stats["model_stats"][0])
 
     async def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
         await self.client.close()
         await self._channel.close()
 

@@ -16,3 +16,10 @@ class TritonStageError(RuntimeError):
 
 class TritonUnavailableError(TritonStageError):
     """Triton could not be reached or the model is not ready: retryable, the session is kept."""
+
+
+class TritonCapacityError(TritonStageError):
+    """The model holds as many streams as it may and refused a new one: retry later (RESOURCE_EXHAUSTED).
+
+    The model refuses rather than evicting another session's state (``services.common.stream_state``).
+    """

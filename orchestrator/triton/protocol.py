@@ -10,7 +10,8 @@ import tritonclient.grpc.aio as triton_aio
 from tritonclient.grpc import service_pb2
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
-from orchestrator.triton.errors import TritonStageError, TritonUnavailableError
+from orchestrator.triton.errors import TritonCapacityError, TritonStageError, TritonUnavailableError
+from services.common.stream_state import CAPACITY_MARKER
 from services.triton.responses import INVALID_PREFIX
 
 Tensors = Mapping[str, np.ndarray]
@@ -82,6 +83,8 @@ def classify(model: str, exc: Exception) -> TritonStageError:
     message = exc.message() if isinstance(exc, InferenceServerException) else str(exc)
     status = exc.status() if isinstance(exc, InferenceServerException) else None
     text = f"{status or ''} {message}"
+    if CAPACITY_MARKER in text:  # before UNAVAILABLE: the model answers with that code, but nothing is down
+        return TritonCapacityError(model, message, status=str(status or ""))
     if any(marker in text for marker in _UNAVAILABLE_MARKERS):
         return TritonUnavailableError(model, message, status=str(status or ""))
     invalid = any(marker in text for marker in _INVALID_MARKERS)

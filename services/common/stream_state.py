@@ -1,9 +1,15 @@
 """Per-stream soft state (KV caches, overlap caches) with an owner, an explicit close and bounds.
 
 Triton keeps a model instance alive across many streams; a stream that is aborted or forgotten by
-its client must not keep memory forever. Every stateful model therefore holds its streams here:
-bounded in count (least recently used evicted first) and in idle time. The state can always be
-rebuilt from what Redis holds, so evicting it is safe, merely slower for the next request.
+its client must not keep memory forever. Every stateful model therefore holds its streams here,
+bounded in count and in idle time.
+
+At the count bound a new stream is **refused** (:class:`StreamCapacityError`), never made room for
+by evicting another: the streams of a model are shared by every session and tenant of every
+orchestrator, and evicting the least recently used one let whoever opened streams fastest (e.g.
+Transcribe calls that send only their config) take a live conversation's context away. Only the
+stream's own client (END), or its own idleness (``idle_seconds``), frees a stream. The refusal's
+text carries :data:`CAPACITY_MARKER`, which the orchestrator maps to RESOURCE_EXHAUSTED.
 """
 
 from __future__ import annotations
@@ -31,8 +37,27 @@ class UnknownStreamError(KeyError):
         )
 
 
+# In the text of a refusal at capacity: streamed errors carry only text, so the text says what it is.
+CAPACITY_MARKER = "[MODEL_AT_CAPACITY]"
+
+
+class StreamCapacityError(RuntimeError):
+    """Every stream slot is held by a live stream: a new stream must wait until one ends or idles out."""
+
+    def __init__(self, stream_id: str, max_streams: int) -> None:
+        super().__init__(stream_id)
+        self.stream_id = stream_id
+        self.max_streams = max_streams
+
+    def __str__(self) -> str:
+        return (
+            f"{CAPACITY_MARKER} the model is at capacity: all {self.max_streams} stream slots are held by live "
+            f"streams, so stream {self.stream_id!r} cannot start; retry shortly or on another replica"
+        )
+
+
 class StreamStateStore(Generic[StateT]):
-    """A thread-safe map from stream id to state, bounded by ``max_streams`` and ``idle_seconds``."""
+    """A thread-safe map from stream id to state, bounded by ``max_streams`` (refusing) and ``idle_seconds``."""
 
     def __init__(
         self,
@@ -62,18 +87,36 @@ class StreamStateStore(Generic[StateT]):
             return stream_id in self._entries
 
     def put(self, stream_id: str, state: StateT) -> None:
-        """Store ``state``, replacing any previous state of the stream and evicting if over bound."""
+        """Store ``state``, replacing any previous state of the stream.
+
+        A new stream at the bound (after idle streams expired) raises :class:`StreamCapacityError` and
+        changes nothing; a stream that restarts (START again) keeps its slot.
+        """
         evicted: list[tuple[str, StateT]] = []
+        try:
+            with self._lock:
+                evicted.extend(self._expire_locked())
+                if stream_id not in self._entries and len(self._entries) >= self._max_streams:
+                    raise StreamCapacityError(stream_id, self._max_streams)
+                previous = self._entries.pop(stream_id, None)
+                if previous is not None:
+                    evicted.append((stream_id, previous[0]))
+                self._entries[stream_id] = (state, self._clock())
+        finally:
+            self._notify(evicted)
+
+    def check_room(self, stream_id: str) -> None:
+        """Raise :class:`StreamCapacityError` now if ``put(stream_id, ...)`` would be refused.
+
+        Lets a caller skip building a state (a KV cache, a fork's copy) that could not be stored;
+        ``put`` checks again, atomically.
+        """
         with self._lock:
-            previous = self._entries.pop(stream_id, None)
-            if previous is not None:
-                evicted.append((stream_id, previous[0]))
-            self._entries[stream_id] = (state, self._clock())
-            evicted.extend(self._expire_locked())
-            while len(self._entries) > self._max_streams:
-                old_id, (old_state, _) = self._entries.popitem(last=False)
-                evicted.append((old_id, old_state))
+            evicted = self._expire_locked()
+            full = stream_id not in self._entries and len(self._entries) >= self._max_streams
         self._notify(evicted)
+        if full:
+            raise StreamCapacityError(stream_id, self._max_streams)
 
     def get(self, stream_id: str) -> StateT:
         """Return the stream's state and mark it used; raise :class:`UnknownStreamError` if absent."""

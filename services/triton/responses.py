@@ -11,7 +11,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from services.common.stream_state import UnknownStreamError
+from services.common.stream_state import StreamCapacityError, UnknownStreamError
 from services.triton.tensors import InvalidInputError
 
 INVALID_PREFIX = "invalid request: "
@@ -24,13 +24,16 @@ def error_for(exc: BaseException) -> Any:
     if isinstance(exc, InvalidInputError | UnknownStreamError | ValueError):
         # A streamed error carries only its text, so the text itself says it is the caller's fault.
         return pb_utils.TritonError(f"{INVALID_PREFIX}{exc}", pb_utils.TritonError.INVALID_ARG)
+    if isinstance(exc, StreamCapacityError):
+        # Nobody's fault and nothing broken: the text carries CAPACITY_MARKER (RESOURCE_EXHAUSTED upstream).
+        return pb_utils.TritonError(str(exc), pb_utils.TritonError.UNAVAILABLE)
     return pb_utils.TritonError(f"{type(exc).__name__}: {exc}", pb_utils.TritonError.INTERNAL)
 
 
 def log_unexpected(model: str, exc: BaseException) -> None:
     import triton_python_backend_utils as pb_utils
 
-    if not isinstance(exc, InvalidInputError | UnknownStreamError | ValueError):
+    if not isinstance(exc, InvalidInputError | UnknownStreamError | ValueError | StreamCapacityError):
         pb_utils.Logger.log_error(f"{model}: {''.join(traceback.format_exception(exc))}")
 
 

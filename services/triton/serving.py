@@ -28,7 +28,7 @@ from services.triton.params import ModelParameters
 from services.triton.requests import SequenceFlags, sequence_flags, stop_requested
 from services.triton.responses import error_for, log_unexpected, send_final, stream_responses
 from services.triton.scheduler import StepScheduler
-from services.triton.stateful import StreamRegistry
+from services.triton.stateful import StreamRegistry, sequence_slots
 
 StateT = TypeVar("StateT")
 MakeJob = Callable[[Any, SequenceFlags], JobSteps]
@@ -50,7 +50,7 @@ class ModelServing(Generic[StateT]):
         self.device = instance_device(args)  # the adapter moves its module here
         # Small models on a few CPU cores: intra-op threads cost more in synchronisation than they give.
         torch.set_num_threads(self.params.get_int("torch_threads", 1))
-        self.streams: StreamRegistry[StateT] = StreamRegistry(self.params)
+        self.streams: StreamRegistry[StateT] = StreamRegistry(self.params, sequence_slots=sequence_slots(args))
         self.meter = ComputeMeter(self.name)
         self._kernel = kernel
         self._observer: BatchObserver = BatchMetrics(self.name) if kernel is not None else BatchObserver()

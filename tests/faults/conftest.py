@@ -29,10 +29,10 @@ TABLE = FaultTable()
 OUT_DIR = REPO_ROOT / "out" / "faults"
 
 
-def attempts() -> list[object]:
-    """Repetitions of a fault: the first SHORT_REPEATS in every run, the rest only in the long suite."""
+def attempts(short: int = SHORT_REPEATS) -> list[object]:
+    """Repetitions of a fault: the first ``short`` in every run, the rest (to LONG_REPEATS) only in the long suite."""
     long = pytest.mark.faults_long
-    return [pytest.param(n, marks=[long] if n >= SHORT_REPEATS else []) for n in range(LONG_REPEATS)]
+    return [pytest.param(n, marks=[long] if n >= short else []) for n in range(LONG_REPEATS)]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

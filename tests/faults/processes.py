@@ -206,13 +206,14 @@ class Orchestrators:
     extra_args: tuple[str, ...] = ()
     started: list[OrchestratorProcess] = field(default_factory=list)
 
-    def start(self) -> OrchestratorProcess:
+    def start(self, *extra: str, redis_url: str | None = None) -> OrchestratorProcess:
+        """A new process; ``extra`` flags and ``redis_url`` (e.g. through a proxy) for this one only."""
         process = start_orchestrator(
             self.run_dir / f"orchestrator-{len(self.started) + 1}",
             port=free_port(),
             triton_url=self.triton_url,
-            redis_url=self.redis_url,
-            extra_args=self.extra_args,
+            redis_url=redis_url or self.redis_url,
+            extra_args=(*self.extra_args, *extra),
         )
         self.started.append(process)
         wait_until_serving(process, timeout=120)

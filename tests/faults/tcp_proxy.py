@@ -21,6 +21,7 @@ CHUNK = 65_536
 class Mode(enum.Enum):
     PASS = "pass"  # forward everything
     STALL = "stall"  # forward nothing, keep the connections open (bytes are held, sent on PASS)
+    STALL_REPLIES = "stall_replies"  # forward requests upstream, hold every reply (a one-way partition)
     DROP = "drop"  # close every connection, and each new one at once
 
 
@@ -36,6 +37,7 @@ class FaultyTcpProxy:
         self._thread = threading.Thread(target=self._loop.run_forever, name="faulty-tcp-proxy", daemon=True)
         self._server: asyncio.Server | None = None
         self._flowing: asyncio.Event | None = None
+        self._replies_flowing: asyncio.Event | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 
     @property
@@ -61,6 +63,10 @@ class FaultyTcpProxy:
     def stall(self) -> None:
         self._call(self._set(Mode.STALL))
 
+    def stall_replies(self) -> None:
+        """Requests still reach the upstream (and are executed there); its replies are held."""
+        self._call(self._set(Mode.STALL_REPLIES))
+
     def drop(self) -> None:
         self._call(self._set(Mode.DROP))
 
@@ -77,12 +83,19 @@ class FaultyTcpProxy:
     async def _listen(self) -> None:
         self._flowing = asyncio.Event()
         self._flowing.set()
+        self._replies_flowing = asyncio.Event()
+        self._replies_flowing.set()
         self._server = await asyncio.start_server(self._accept, self.host, self.port)
         self.port = int(self._server.sockets[0].getsockname()[1])
 
     async def _set(self, mode: Mode) -> None:
-        assert self._flowing is not None
+        assert self._flowing is not None and self._replies_flowing is not None
         self.mode = mode
+        if mode is Mode.STALL_REPLIES:
+            self._flowing.set()
+            self._replies_flowing.clear()
+            return
+        self._replies_flowing.set()
         if mode is Mode.STALL:
             self._flowing.clear()
             return
@@ -109,17 +122,21 @@ class FaultyTcpProxy:
             return
         self._writers.update((client_writer, upstream_writer))
         try:
-            await asyncio.gather(self._pump(client_reader, upstream_writer), self._pump(upstream_reader, client_writer))
+            await asyncio.gather(
+                self._pump(client_reader, upstream_writer), self._pump(upstream_reader, client_writer, replies=True)
+            )
         finally:
             for writer in (client_writer, upstream_writer):
                 self._writers.discard(writer)
                 writer.transport.abort()
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        assert self._flowing is not None
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, replies: bool = False) -> None:
+        assert self._flowing is not None and self._replies_flowing is not None
         with contextlib.suppress(OSError, asyncio.IncompleteReadError):
             while data := await reader.read(CHUNK):
                 await self._flowing.wait()  # a stall holds the bytes here, the socket stays open
+                if replies:
+                    await self._replies_flowing.wait()
                 if self.delay_seconds:
                     await asyncio.sleep(self.delay_seconds)
                 writer.write(data)

@@ -18,10 +18,11 @@ CHART_DIR = REPO_ROOT / "helm" / "minmo-serve"
 CI_DIR = CHART_DIR / "ci"
 RELEASE = "minmo-serve"
 NAMESPACE = "voice"
-# The oldest Kubernetes the chart supports that kubernetes-validate ships schemas for (grpc probes are GA
-# from 1.27; Chart.yaml's kubeVersion says >=1.27). Validating against an older schema catches fields
-# that only newer clusters accept.
-KUBE_VERSION = "1.31.0"
+# The oldest Kubernetes the chart supports (Chart.yaml's kubeVersion: >=1.27, where gRPC probes are GA) and
+# the newest kubernetes-validate ships schemas for. The oldest catches fields only newer clusters accept;
+# the newest catches fields that were removed.
+KUBE_VERSION = "1.27.0"
+KUBE_VERSIONS = (KUBE_VERSION, "1.37.0")
 
 Manifest = dict[str, Any]
 
@@ -67,6 +68,11 @@ def render(chart: helm.Chart, values: dict[str, Any] | None = None) -> Rendered:
             continue
         objects.extend(doc for doc in yaml.safe_load_all(text) if doc)
     return Rendered(objects, notes)
+
+
+def hook(obj: Manifest) -> bool:
+    """A Helm hook (runs around install/upgrade), not part of the release's steady state."""
+    return "helm.sh/hook" in obj["metadata"].get("annotations", {})
 
 
 def pod_specs(objects: list[Manifest]) -> list[tuple[str, Manifest]]:

@@ -1,7 +1,10 @@
 """The commands the chart runs parse with the real `minmo` command line, in every variant.
 
 A flag the chart passes that `minmo serve` or `minmo autoscale` does not define would crash-loop the pod;
-here it fails with argparse's own message. Only the final step (starting the server) is replaced.
+here it fails with argparse's own message. Only the final step (starting the server) is replaced. The
+values the commands parse to are then held against the pod spec around them: the drain the orchestrator
+promises against its grace period, the Triton preStop wait against its own, the files the autoscaler
+reads against the volumes mounted.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import pytest
 
 from orchestrator import cli
 from orchestrator.routing.pools import check_pools
+from services.triton import drain_wait
 from tests.helm.chart_render import NAMESPACE, Rendered, load_values, render, variant_files
 
 VARIANTS = variant_files()
@@ -84,10 +88,45 @@ def test_chart_commands_parse_with_the_minmo_cli(
     assert parsed.auth == load_values(variant).get("auth", {}).get("mode", "api-keys")
     assert_routes_to_the_rendered_pools(rendered, parsed)
     assert_tokenizer_matches_the_weights(rendered, parsed, load_values(variant))
+    assert_the_drain_fits_the_grace_period(rendered, parsed)
     autoscalers = [o for o in rendered.of_kind("Deployment") if o["metadata"]["name"] == "minmo-serve-autoscaler"]
     for autoscaler in autoscalers:
-        args = autoscaler["spec"]["template"]["spec"]["containers"][0]["args"]
+        pod = autoscaler["spec"]["template"]["spec"]
+        args = pod["containers"][0]["args"]
         parsed = parse_with_minmo(args, monkeypatch)
         assert parsed.release == "minmo-serve"
         assert parsed.lease_name == "minmo-serve-autoscaler"
         assert parsed.config == Path("/etc/minmo/autoscaler/config.yaml")
+        assert "@" not in parsed.redis, "the Redis password must come from a file, not the URL"
+        mounted = {m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+        for path in (parsed.redis_password_file, parsed.redis_ca, parsed.heartbeat_file):
+            if path is not None:
+                assert any(str(path).startswith(directory + "/") for directory in mounted), (path, mounted)
+        probe = pod["containers"][0]["livenessProbe"]["exec"]["command"]
+        assert probe == ["python", "-m", "orchestrator.autoscaler.heartbeat", str(parsed.heartbeat_file)]
+    for pool in (d for d in rendered.of_kind("Deployment") if "-triton-" in d["metadata"]["name"]):
+        assert_the_triton_wait_fits_the_grace_period(pool)
+
+
+def assert_the_drain_fits_the_grace_period(rendered: Rendered, parsed: argparse.Namespace) -> None:
+    """SIGTERM comes after the preStop wait; `minmo serve` exits within --drain-seconds; SIGKILL must come later
+    still, and the liveness probe must not restart the process in the middle (it tolerates longer than both)."""
+    spec = rendered.find("Deployment", "minmo-serve-orchestrator")["spec"]["template"]["spec"]
+    container = spec["containers"][0]
+    pre_stop = int(container["lifecycle"]["preStop"]["exec"]["command"][1])
+    assert spec["terminationGracePeriodSeconds"] >= pre_stop + parsed.drain_seconds + 5
+    liveness = container["livenessProbe"]
+    assert liveness["periodSeconds"] * liveness["failureThreshold"] > pre_stop + parsed.drain_seconds
+
+
+def assert_the_triton_wait_fits_the_grace_period(pool: dict) -> None:
+    spec = pool["spec"]["template"]["spec"]
+    (server,) = spec["containers"]
+    hook = server["lifecycle"]["preStop"]["exec"]["command"]
+    assert hook[:3] == ["python3", "-m", "services.triton.drain_wait"]
+    waits = drain_wait.build_parser().parse_args(hook[3:])  # the module's own parser: a typo fails here
+    metrics_port = next(port["containerPort"] for port in server["ports"] if port["name"] == "metrics")
+    assert waits.metrics_url == f"http://127.0.0.1:{metrics_port}/metrics"
+    (exit_timeout,) = [int(a.split("=", 1)[1]) for a in server["args"] if a.startswith("--exit-timeout-secs=")]
+    assert spec["terminationGracePeriodSeconds"] >= waits.max_seconds + exit_timeout + 5
+    assert waits.max_seconds >= waits.min_seconds + waits.quiet_seconds

@@ -1,4 +1,5 @@
-"""Policies every variant must keep: GPUs where Triton runs, probes, non-root, resources, minimal RBAC."""
+"""Policies every variant must keep: GPUs where Triton runs, probes, non-root, resources, minimal RBAC,
+disruption budgets, bounded scratch space, spread over the right pods."""
 
 from __future__ import annotations
 
@@ -8,13 +9,25 @@ from pathlib import Path
 import helm_python as helm
 import pytest
 
-from tests.helm.chart_render import REPO_ROOT, load_values, pod_specs, render, variant_files
+from tests.helm.chart_render import REPO_ROOT, hook, load_values, pod_specs, render, variant_files
 
 VARIANTS = variant_files()
 IDS = [path.name.removesuffix("-values.yaml") for path in VARIANTS]
-# The autoscaler is a control loop with no server port: nothing a probe could ask. The kubelet restarts
-# it when it exits; when it hangs it stops renewing its Lease and a standby replica takes over.
-CONTAINERS_WITHOUT_PROBES = {"autoscaler"}
+# The autoscaler serves no port: it has a liveness probe (its heartbeat) and no readiness (nothing routes
+# to it). The Redis password hook is a Job that runs once: neither.
+LIVENESS_ONLY = {"autoscaler"}
+CONTAINERS_WITHOUT_PROBES = {"redis-password"}
+# Containers whose pods call the Kubernetes API, and so mount a ServiceAccount token.
+API_CLIENTS = {"autoscaler", "orchestrator", "redis-password"}
+UNITS = {"": 1, "k": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4, "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3}
+
+
+def quantity(value: str | int) -> float:
+    """A Kubernetes quantity in base units (bytes, or cores: ``500m`` is 0.5)."""
+    match = re.fullmatch(r"([0-9.]+)(m|k|M|G|T|Ki|Mi|Gi)?", str(value))
+    assert match, f"not a quantity: {value!r}"
+    number, unit = float(match.group(1)), match.group(2) or ""
+    return number / 1000 if unit == "m" else number * UNITS[unit]
 
 
 @pytest.fixture(scope="module", params=VARIANTS, ids=IDS)
@@ -50,12 +63,16 @@ def test_every_model_is_loaded_by_exactly_one_pool(variant_objects: list[dict]) 
     assert sorted(loaded) == sorted(["encoder", "backbone", "duplex", "speech_lm", "vocoder"])
 
 
-def test_every_container_has_probes_except_the_autoscaler(variant_objects: list[dict]) -> None:
+def test_every_long_running_container_has_the_probes_it_can_answer(variant_objects: list[dict]) -> None:
     for where, spec in pod_specs(variant_objects):
         for container in spec["containers"]:
-            if container["name"] in CONTAINERS_WITHOUT_PROBES:
-                continue
-            assert "readinessProbe" in container and "livenessProbe" in container, f"{where}/{container['name']}"
+            name = container["name"]
+            if name in CONTAINERS_WITHOUT_PROBES:
+                assert not {"readinessProbe", "livenessProbe"} & container.keys(), where
+            elif name in LIVENESS_ONLY:
+                assert "livenessProbe" in container and "readinessProbe" not in container, f"{where}/{name}"
+            else:
+                assert "readinessProbe" in container and "livenessProbe" in container, f"{where}/{name}"
 
 
 def test_no_pod_or_container_can_run_as_root(variant_objects: list[dict]) -> None:
@@ -80,9 +97,10 @@ def test_only_triton_keeps_a_writable_root_filesystem(variant_objects: list[dict
 
 
 def test_only_the_components_that_call_the_kubernetes_api_get_a_token(variant_objects: list[dict]) -> None:
-    """The autoscaler (Lease, scale) and the orchestrator (the pools' EndpointSlices); Triton and Redis not."""
+    """The autoscaler (Lease, scale), the orchestrator (the pools' EndpointSlices) and the Redis password hook;
+    Triton and Redis not."""
     for where, spec in pod_specs(variant_objects):
-        wants_token = spec["containers"][0]["name"] in {"autoscaler", "orchestrator"}
+        wants_token = spec["containers"][0]["name"] in API_CLIENTS
         assert spec["automountServiceAccountToken"] is wants_token, where
         if wants_token:
             assert spec["serviceAccountName"] == f"minmo-serve-{spec['containers'][0]['name']}", where
@@ -96,12 +114,64 @@ def test_every_container_has_cpu_and_memory_requests_and_limits(variant_objects:
                 assert {"cpu", "memory"} <= resources[bound].keys(), f"{where}/{container['name']} {bound}"
 
 
-def test_every_triton_pool_has_a_disruption_budget(variant_objects: list[dict]) -> None:
-    budgets = [o for o in variant_objects if o["kind"] == "PodDisruptionBudget"]
-    pools = [o for o in variant_objects if o["kind"] == "Deployment" and "-triton-" in o["metadata"]["name"]]
-    for pool in pools:
-        labels = pool["spec"]["template"]["metadata"]["labels"]
-        assert any(b["spec"]["selector"]["matchLabels"].items() <= labels.items() for b in budgets), pool
+def budgets_of(variant_objects: list[dict], workload: dict) -> list[dict]:
+    labels = workload["spec"]["template"]["metadata"]["labels"]
+    return [
+        b
+        for b in variant_objects
+        if b["kind"] == "PodDisruptionBudget" and b["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    ]
+
+
+def test_every_pool_and_redis_has_exactly_one_disruption_budget_that_lets_broken_pods_go(
+    variant_objects: list[dict],
+) -> None:
+    """One, because the eviction API refuses to evict a pod that two budgets select; unhealthy pods always
+    evictable, so a crash-looping pod never blocks a node drain."""
+    protected = [
+        o
+        for o in variant_objects
+        if o["kind"] == "StatefulSet" or (o["kind"] == "Deployment" and "-triton-" in o["metadata"]["name"])
+    ]
+    assert protected
+    for workload in protected:
+        budgets = budgets_of(variant_objects, workload)
+        if workload["kind"] == "StatefulSet" and not budgets:
+            continue  # a variant may turn the Redis budget off (a dev cluster); checked in test_chart_variants
+        (budget,) = budgets
+        assert budget["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+        assert len({"minAvailable", "maxUnavailable"} & budget["spec"].keys()) == 1
+    for workload in (o for o in variant_objects if o["kind"] in {"Deployment", "StatefulSet"}):
+        assert len(budgets_of(variant_objects, workload)) <= 1, workload["metadata"]["name"]
+
+
+def test_every_disk_scratch_volume_is_bounded_and_triton_requests_room_for_it(variant_objects: list[dict]) -> None:
+    """An emptyDir without a sizeLimit can fill the node's disk; Triton's /tmp (an object store's model copy)
+    must also be covered by its ephemeral-storage request, or the scheduler packs pods onto a full disk."""
+    for where, spec in pod_specs(variant_objects):
+        disk = {v["name"]: v["emptyDir"] for v in spec.get("volumes", []) if "emptyDir" in v}
+        for name, empty_dir in disk.items():
+            assert empty_dir.get("sizeLimit"), f"{where}: emptyDir {name} has no sizeLimit"
+        for container in spec["containers"]:
+            if container["name"] != "tritonserver":
+                continue
+            on_disk = sum(quantity(d["sizeLimit"]) for d in disk.values() if d.get("medium") != "Memory")
+            requested = container["resources"]["requests"].get("ephemeral-storage")
+            assert requested and quantity(requested) >= on_disk, f"{where}: requests {requested} for {on_disk} B"
+
+
+def test_topology_spread_counts_the_workloads_own_pods(variant_objects: list[dict]) -> None:
+    """A spread whose selector matched other pods (or none) would spread nothing."""
+    for obj in variant_objects:
+        if obj["kind"] not in {"Deployment", "StatefulSet"} or hook(obj):
+            continue
+        labels = obj["spec"]["template"]["metadata"]["labels"]
+        for constraint in obj["spec"]["template"]["spec"].get("topologySpreadConstraints", []):
+            selector = constraint["labelSelector"]["matchLabels"]
+            assert selector == obj["spec"]["selector"]["matchLabels"], obj["metadata"]["name"]
+            assert selector.items() <= labels.items()
+            if obj["kind"] == "Deployment":
+                assert constraint["matchLabelKeys"] == ["pod-template-hash"]  # each rollout's pods spread too
 
 
 def test_replicas_are_left_to_the_autoscaler_or_hpa(variant_objects: list[dict]) -> None:
@@ -130,9 +200,12 @@ CLIENT_CALLS = {
     "list_namespaced_pod": ("", "pods", "list"),
     "patch_namespaced_pod": ("", "pods", "patch"),
     "list_namespaced_endpoint_slice": ("discovery.k8s.io", "endpointslices", "list"),
+    "read_namespaced_secret": ("", "secrets", "get"),
+    "create_namespaced_secret": ("", "secrets", "create"),
 }
 AUTOSCALER_CODE = REPO_ROOT / "orchestrator" / "autoscaler"
 ROUTING_CODE = REPO_ROOT / "orchestrator" / "routing"
+DEPLOY_CODE = REPO_ROOT / "orchestrator" / "deploy"
 # Namespaced kubernetes-client methods, called or passed (a watch passes the list method uncalled).
 KUBE_CALL = r"\.((?:read|list|create|replace|patch|delete)_(?:namespaced_\w+|\w+_for_all_namespaces))\b"
 
@@ -169,11 +242,30 @@ def test_orchestrator_rbac_grants_exactly_the_calls_the_router_makes(variant_obj
     assert not [o for o in variant_objects if o["kind"] in {"ClusterRole", "ClusterRoleBinding"}]
 
 
+def test_the_redis_password_hook_is_granted_exactly_the_calls_its_code_makes(variant_objects: list[dict]) -> None:
+    roles = [
+        o for o in variant_objects if o["kind"] == "Role" and o["metadata"]["name"] == "minmo-serve-redis-password"
+    ]
+    if not roles:
+        return  # an existing Secret is named, or Redis is external: no hook
+    (role,) = roles
+    assert hook(role)
+    assert (
+        granted_by(role)
+        == permissions_the_code_uses(DEPLOY_CODE)
+        == {("", "secrets", "get"), ("", "secrets", "create")}
+    )
+    by_verb = {rule["verbs"][0]: rule for rule in role["rules"]}
+    assert by_verb["get"]["resourceNames"] == ["minmo-serve-redis-password"]  # the one Secret, by name
+    assert_bound_to_its_service_account(variant_objects, "minmo-serve-redis-password")
+
+
 def test_autoscaler_rbac_grants_exactly_the_calls_its_code_makes(variant_objects: list[dict]) -> None:
     roles = [
         o
         for o in variant_objects
-        if o["kind"] in {"Role", "ClusterRole"} and o["metadata"]["name"] != "minmo-serve-orchestrator"
+        if o["kind"] in {"Role", "ClusterRole"}
+        and o["metadata"]["name"] not in {"minmo-serve-orchestrator", "minmo-serve-redis-password"}
     ]
     pools = sorted(
         o["metadata"]["name"]

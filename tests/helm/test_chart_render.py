@@ -8,13 +8,23 @@ import helm_python as helm
 import kubernetes_validate
 import pytest
 
-from tests.helm.chart_render import CHART_DIR, KUBE_VERSION, NAMESPACE, load_values, render, variant_files
+from tests.helm.chart_render import (
+    CHART_DIR,
+    KUBE_VERSION,
+    KUBE_VERSIONS,
+    NAMESPACE,
+    load_values,
+    render,
+    variant_files,
+)
 
 VARIANTS = variant_files()
 IDS = [path.name.removesuffix("-values.yaml") for path in VARIANTS]
-# Kinds from CRDs whose schemas kubernetes-validate does not ship; test_service_monitors_select_metrics_ports
-# checks what matters about them instead.
-CRD_KINDS = {"ServiceMonitor"}
+# Kinds from CRDs whose schemas kubernetes-validate does not ship; test_service_monitors_select_metrics_ports and
+# test_the_certificate_covers_the_names_clients_and_the_probe_use check what matters about them instead.
+CRD_KINDS = {"ServiceMonitor", "Certificate"}
+# admissionregistration.k8s.io/v1 ValidatingAdmissionPolicy is GA from Kubernetes 1.30; the chart checks the version.
+RENDERED_FROM_1_30 = {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
 LINT_ERROR = 3
 
 
@@ -40,20 +50,49 @@ def test_lint_is_clean_in_strict_mode(variant: Path) -> None:
     assert not problems, problems
 
 
+@pytest.mark.parametrize("version", KUBE_VERSIONS)
 @pytest.mark.parametrize("variant", VARIANTS, ids=IDS)
-def test_every_object_validates_against_the_kubernetes_schema(chart: helm.Chart, variant: Path) -> None:
+def test_every_object_validates_against_the_kubernetes_schema(chart: helm.Chart, variant: Path, version: str) -> None:
     rendered = render(chart, load_values(variant))
     assert rendered.objects, "nothing rendered"
     for obj in rendered.objects:
         if obj["kind"] in CRD_KINDS:
             continue
         where = f"{obj['kind']}/{obj['metadata']['name']}"
+        if obj["kind"] in RENDERED_FROM_1_30 and version < "1.30":
+            version = "1.30.0"  # the chart renders them only on clusters that have them
         try:
             # strict: unknown fields are errors too, so a misspelt or misplaced key cannot pass silently.
-            kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+            kubernetes_validate.validate(obj, version, strict=True)
         except kubernetes_validate.ValidationError as error:
             path = ".".join(str(part) for part in error.path)
-            pytest.fail(f"{variant.name}: {where} at {path}: {error.message}")
+            pytest.fail(f"{variant.name}: {where} at {path} (Kubernetes {version}): {error.message}")
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=IDS)
+def test_rendering_is_deterministic(chart: helm.Chart, variant: Path) -> None:
+    """GitOps diffs a render against the last one: nothing random (a generated password) or looked up may differ."""
+    first = chart.render(load_values(variant), name="minmo-serve", namespace=NAMESPACE, is_install=True)
+    second = chart.render(load_values(variant), name="minmo-serve", namespace=NAMESPACE, is_install=True)
+    assert first == second
+    for template in (CHART_DIR / "templates").iterdir():
+        text = template.read_text()
+        for unstable in ("lookup", "randAlpha", "randAlphaNum", "randAscii", "uuidv4", "now"):
+            assert f"{unstable} " not in text and f"({unstable}" not in text, f"{template.name} uses {unstable}"
+
+
+def test_the_certificate_covers_the_names_clients_and_the_probe_use(chart: helm.Chart) -> None:
+    """cert-manager's Certificate is a CRD kubernetes-validate has no schema for: the fields that matter, by hand."""
+    rendered = render(chart, load_values(CHART_DIR / "ci" / "production-values.yaml"))
+    (certificate,) = rendered.of_kind("Certificate")
+    assert certificate["apiVersion"] == "cert-manager.io/v1"
+    spec = certificate["spec"]
+    assert spec["issuerRef"] == {"name": "internal-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"}
+    assert "minmo-serve-orchestrator.voice.svc" in spec["dnsNames"]  # the name the in-pod probe checks
+    assert {"server auth", "client auth"} <= set(spec["usages"])
+    pod = rendered.find("Deployment", "minmo-serve-orchestrator")["spec"]["template"]["spec"]
+    (tls,) = [v for v in pod["volumes"] if v["name"] == "tls"]
+    assert tls["secret"]["secretName"] == spec["secretName"] == "minmo-serve-orchestrator-tls"
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=IDS)

@@ -34,8 +34,18 @@ def test_external_redis_replaces_the_bundled_one_and_reads_its_password_from_the
     volumes = rendered.find("Deployment", "minmo-serve-orchestrator")["spec"]["template"]["spec"]["volumes"]
     password = next(v for v in volumes if v["name"] == "redis-password")
     assert password["secret"] == {"secretName": "managed-redis", "items": [{"key": "password", "path": "password"}]}
-    autoscaler = rendered.find("Deployment", "minmo-serve-autoscaler")["spec"]["template"]["spec"]["containers"][0]
-    assert "--redis=rediss://:$(REDIS_PASSWORD)@redis.example.internal:6380/0" in autoscaler["args"]
+    # The autoscaler gets the same credentials the same way: the URL alone, the password and the CA as files.
+    autoscaler_pod = rendered.find("Deployment", "minmo-serve-autoscaler")["spec"]["template"]["spec"]
+    autoscaler = autoscaler_pod["containers"][0]
+    shared = {"--redis=rediss://redis.example.internal:6380/0", "--redis-ca=/etc/minmo/redis-ca/ca.crt"}
+    shared.add("--redis-password-file=/etc/minmo/redis/password")
+    assert shared <= set(args) and shared <= set(autoscaler["args"])
+    assert not any("REDIS_PASSWORD" in str(item) for item in [*autoscaler["args"], *autoscaler.get("env", [])])
+    autoscaler_volumes = {v["name"]: v for v in autoscaler_pod["volumes"]}
+    assert autoscaler_volumes["redis-password"] == password
+    assert autoscaler_volumes["redis-ca"] == next(v for v in volumes if v["name"] == "redis-ca")
+    mounts = {m["mountPath"] for m in autoscaler["volumeMounts"]}
+    assert {"/etc/minmo/redis", "/etc/minmo/redis-ca"} <= mounts
 
 
 def test_multi_pool_splits_the_models_and_scopes_scaling_rights_to_the_three_pools(chart: helm.Chart) -> None:
@@ -83,7 +93,7 @@ def test_hpa_mode_scales_each_pool_on_queue_time_fast_up_slow_down_and_drops_the
         "kind": "Deployment",
         "name": "minmo-serve-triton-all",
     }
-    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 4)
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 4)
     assert hpa["spec"]["metrics"] == [
         {
             "type": "Pods",
@@ -140,10 +150,35 @@ def test_pvc_model_repository_and_api_key_hashes_from_values(chart: helm.Chart) 
     }
 
 
-def test_no_auth_dev_turns_auth_off_and_keeps_redis_in_memory(chart: helm.Chart) -> None:
+def test_no_auth_dev_turns_auth_and_tls_off_and_keeps_redis_on_a_bounded_scratch_disk(chart: helm.Chart) -> None:
     rendered = variant(chart, "no-auth-dev")
     args = orchestrator_args(rendered)
     assert "--auth=none" in args
-    assert not [a for a in args if a.startswith(("--api-keys-file", "--jwt-"))]
-    assert "volumeClaimTemplates" not in rendered.find("StatefulSet", "minmo-serve-redis")["spec"]
+    assert not [a for a in args if a.startswith(("--api-keys-file", "--jwt-", "--tls-"))]
+    redis = rendered.find("StatefulSet", "minmo-serve-redis")["spec"]
+    assert "volumeClaimTemplates" not in redis
+    (data,) = [v for v in redis["template"]["spec"]["volumes"] if v["name"] == "data"]
+    assert data["emptyDir"] == {"sizeLimit": "8Gi"}
+    # A throwaway cluster: no budget makes a drain wait (the pool's lets its one pod go).
+    (budget,) = rendered.of_kind("PodDisruptionBudget")
+    assert budget["metadata"]["name"] == "minmo-serve-triton-all" and budget["spec"]["maxUnavailable"] == 1
     assert rendered.find("Deployment", "minmo-serve-triton-all")["spec"]["replicas"] == 1
+    assert "WARNING: pool all can run a single pod" in rendered.notes
+
+
+def test_production_places_every_component_where_its_values_say(chart: helm.Chart) -> None:
+    rendered = variant(chart, "production")
+    pool = rendered.find("Deployment", "minmo-serve-triton-all")["spec"]["template"]["spec"]
+    assert (pool["priorityClassName"], pool["runtimeClassName"]) == ("minmo-gpu-serving", "nvidia")
+    terms = pool["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert terms == [{"matchExpressions": [{"key": "node-group", "operator": "In", "values": ["gpu-l20"]}]}]
+    zone = pool["topologySpreadConstraints"][0]
+    assert (zone["topologyKey"], zone["whenUnsatisfiable"]) == ("topology.kubernetes.io/zone", "DoNotSchedule")
+    redis = rendered.find("StatefulSet", "minmo-serve-redis")["spec"]["template"]["spec"]
+    assert redis["priorityClassName"] == "minmo-serving" and "runtimeClassName" not in redis
+    orchestrator = rendered.find("Deployment", "minmo-serve-orchestrator")
+    assert orchestrator["spec"]["template"]["spec"]["priorityClassName"] == "minmo-serving"
+    assert rendered.find("PodDisruptionBudget", "minmo-serve-orchestrator")["spec"]["minAvailable"] == 2
+    autoscaler = rendered.find("Deployment", "minmo-serve-autoscaler")["spec"]["template"]["spec"]
+    assert "--orchestrator-deployment=minmo-serve-orchestrator" in autoscaler["containers"][0]["args"]
+    assert "WARNING" not in rendered.notes and "Create it" not in rendered.notes  # cert-manager issues it

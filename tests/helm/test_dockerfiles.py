@@ -128,3 +128,42 @@ def test_triton_image_holds_the_model_repository_where_the_chart_looks(chart: he
     assert copies["services"] == "/opt/minmo/services"
     env = " ".join(i.arguments for i in parsed if i.keyword == "ENV")
     assert "PYTHONPATH=/opt/minmo" in env
+
+
+def python_modules_the_chart_runs(chart: helm.Chart) -> dict[str, set[str]]:
+    """image -> modules started with `python[3] -m` by a probe, a hook or a command, in every variant."""
+    from tests.helm.chart_render import load_values, pod_specs, render, variant_files
+
+    found: dict[str, set[str]] = {}
+    for variant in variant_files():
+        for _, spec in pod_specs(render(chart, load_values(variant)).objects):
+            for container in spec["containers"]:
+                commands = [container.get("command", [])]
+                for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+                    commands.append(container.get(probe, {}).get("exec", {}).get("command", []))
+                commands.append(container.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", []))
+                for command in commands:
+                    if command[:1] in (["python"], ["python3"]) and command[1:2] == ["-m"]:
+                        found.setdefault(container["image"].rsplit(":", 1)[0], set()).add(command[2])
+    return found
+
+
+def test_every_module_a_probe_or_hook_runs_is_in_its_image(chart: helm.Chart) -> None:
+    """The Triton image copies services/ (its PYTHONPATH); the orchestrator image installs the package, whose
+    wheel holds orchestrator* and services*. A probe naming a module an image lacks would fail forever."""
+    found = python_modules_the_chart_runs(chart)
+    triton_image = chart.values["images"]["triton"]["repository"]
+    orchestrator_image = chart.values["images"]["orchestrator"]["repository"]
+    assert found[triton_image] == {"services.triton.stub_probe", "services.triton.drain_wait"}
+    assert found[orchestrator_image] == {"orchestrator.autoscaler.heartbeat", "orchestrator.deploy.redis_password"}
+    copied = copy_sources(instructions(TRITON))
+    for module in found[triton_image]:
+        path = module.replace(".", "/") + ".py"
+        assert (REPO_ROOT / path).is_file() and path.split("/")[0] in copied, module
+    packaged = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    for module in found[orchestrator_image]:
+        assert (REPO_ROOT / (module.replace(".", "/") + ".py")).is_file(), module
+        assert any(fnmatch.fnmatch(module.rsplit(".", 1)[0], pattern) for pattern in packaged["include"]), module
+        for package in module.split(".")[:-1]:
+            prefix = module[: module.index(package) + len(package)].replace(".", "/")
+            assert (REPO_ROOT / prefix / "__init__.py").is_file(), f"{prefix} is not a package: not in the wheel"

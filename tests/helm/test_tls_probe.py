@@ -1,8 +1,9 @@
-"""The orchestrator's in-pod TLS health probe, run for real against a gRPC server with TLS.
+"""The orchestrator's in-pod TLS health probes, run for real against a gRPC server with TLS.
 
 The kubelet's own gRPC probe speaks plaintext only, so with tls.enabled the chart probes from inside the
-pod with a short script. This runs that exact rendered script against a real grpc server serving the
-standard health service over TLS (and mutual TLS), with a certificate shaped like cert-manager's Secret.
+pod with a short script. This runs those exact rendered scripts (readiness asks `minmo.v1.MinMo`, liveness
+`minmo.liveness`) against a real grpc server serving the standard health service over TLS (and mutual
+TLS), with a certificate shaped like cert-manager's Secret.
 """
 
 from __future__ import annotations
@@ -89,12 +90,13 @@ def serve_health(tls_dir: Path, *, client_auth: bool) -> tuple[grpc.Server, heal
     return server, servicer, port
 
 
-def probe_command(chart: helm.Chart, *, client_auth: bool, tls_dir: Path, port: int) -> list[str]:
+def probe_command(
+    chart: helm.Chart, *, client_auth: bool, tls_dir: Path, port: int, probe: str = "readinessProbe"
+) -> list[str]:
     values = {"tls": {"enabled": True, "existingSecret": "minmo-tls", "clientAuth": client_auth}}
     deployment = render(chart, values).find("Deployment", "minmo-serve-orchestrator")
     container = deployment["spec"]["template"]["spec"]["containers"][0]
-    command = container["readinessProbe"]["exec"]["command"]
-    assert command == container["livenessProbe"]["exec"]["command"]
+    command = container[probe]["exec"]["command"]
     assert command[:2] == ["python", "-c"]
     assert TLS_DIR_IN_POD in command[2] and "localhost:50051" in command[2]
     # Only where the files live and which port differ from the pod; the script itself runs unchanged.
@@ -120,16 +122,23 @@ def run_probe(command: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
 
 
-def test_probe_passes_while_serving_and_fails_when_not(
+def test_each_probe_asks_its_own_service_and_fails_when_it_is_not_serving(
     chart: helm.Chart, tls_dir: Path, client_auth: bool, running: tuple[health.HealthServicer, int]
 ) -> None:
     servicer, port = running
-    command = probe_command(chart, client_auth=client_auth, tls_dir=tls_dir, port=port)
-    servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    passed = run_probe(command)
+    readiness = probe_command(chart, client_auth=client_auth, tls_dir=tls_dir, port=port)
+    liveness = probe_command(chart, client_auth=client_auth, tls_dir=tls_dir, port=port, probe="livenessProbe")
+    serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+    servicer.set("minmo.v1.MinMo", serving)
+    servicer.set("minmo.liveness", serving)
+    passed = run_probe(readiness)
     assert passed.returncode == 0, passed.stderr
-    servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
-    assert run_probe(command).returncode == 1
+    assert run_probe(liveness).returncode == 0
+    # Redis restarting: unready, still live (the kubelet must not restart the process).
+    servicer.set("minmo.v1.MinMo", not_serving)
+    assert (run_probe(readiness).returncode, run_probe(liveness).returncode) == (1, 0)
+    servicer.set("minmo.liveness", not_serving)
+    assert run_probe(liveness).returncode == 1
 
 
 def test_probe_fails_against_a_server_with_a_certificate_from_another_ca(
@@ -142,7 +151,7 @@ def test_probe_fails_against_a_server_with_a_certificate_from_another_ca(
     write_cert_manager_secret(theirs)
     server, servicer, port = serve_health(theirs, client_auth=client_auth)
     try:
-        servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+        servicer.set("minmo.v1.MinMo", health_pb2.HealthCheckResponse.SERVING)
         assert run_probe(probe_command(chart, client_auth=client_auth, tls_dir=ours, port=port)).returncode != 0
     finally:
         server.stop(grace=None)

@@ -35,6 +35,54 @@ SCHEMA_CASES: dict[str, tuple[Any, type[helm.HelmError], list[str]]] = {
         helm.HelmValuesError,
         ["/tritonPools/0/minReplicas", "minimum"],
     ),
+    # Scale to zero: a pool without a pod never sees demand; an API server refuses an HPA with minReplicas 0.
+    "pool scaled to zero": (
+        lambda chart: {"tritonPools": [default_pool(chart, minReplicas=0)]},
+        helm.HelmValuesError,
+        ["/tritonPools/0/minReplicas", "minimum: got 0, want 1"],
+    ),
+    "hpa pool scaled to zero": (
+        lambda chart: {"autoscaling": {"mode": "hpa"}, "tritonPools": [default_pool(chart, minReplicas=0)]},
+        helm.HelmValuesError,
+        ["/tritonPools/0/minReplicas", "minimum: got 0, want 1"],
+    ),
+    "fixed pool of zero": (
+        lambda chart: {"autoscaling": {"mode": "none"}, "tritonPools": [default_pool(chart, replicas=0)]},
+        helm.HelmValuesError,
+        ["/tritonPools/0/replicas", "minimum"],
+    ),
+    "budget with both bounds": (
+        lambda chart: {
+            "tritonPools": [default_pool(chart, podDisruptionBudget={"maxUnavailable": 1, "minAvailable": 1})]
+        },
+        helm.HelmValuesError,
+        ["/tritonPools/0/podDisruptionBudget"],
+    ),
+    "the old grace value": (
+        lambda chart: {"orchestrator": {"graceSeconds": 10}},
+        helm.HelmValuesError,
+        ["/orchestrator", "'graceSeconds' not allowed"],
+    ),
+    "a drain of zero": (
+        lambda chart: {"orchestrator": {"drainSeconds": 0}},
+        helm.HelmValuesError,
+        ["/orchestrator/drainSeconds", "minimum"],
+    ),
+    "a spread without a topology key": (
+        lambda chart: {"triton": {"topologySpreadConstraints": [{"maxSkew": 1, "whenUnsatisfiable": "DoNotSchedule"}]}},
+        helm.HelmValuesError,
+        ["/triton/topologySpreadConstraints/0", "topologyKey"],
+    ),
+    "a priority class that is not a name": (
+        lambda chart: {"orchestrator": {"priorityClassName": "High Priority"}},
+        helm.HelmValuesError,
+        ["/orchestrator/priorityClassName"],
+    ),
+    "an hpa target of zero": (
+        lambda chart: {"autoscaling": {"mode": "hpa", "hpa": {"targetAverageValue": "0"}}},
+        helm.HelmValuesError,
+        ["/autoscaling/hpa/targetAverageValue"],
+    ),
     "wrong type": (
         lambda chart: {"orchestrator": {"maxSessions": "many"}},
         helm.HelmValuesError,
@@ -106,10 +154,29 @@ SCHEMA_CASES: dict[str, tuple[Any, type[helm.HelmError], list[str]]] = {
         helm.HelmRenderError,
         ["tritonPools[all]: minReplicas (5) is greater than maxReplicas (2)"],
     ),
-    "tls without a secret": (
-        lambda chart: {"tls": {"enabled": True}},
+    "auth without tls": (
+        lambda chart: {"tls": {"enabled": False}},
         helm.HelmRenderError,
-        ["tls.enabled=true needs tls.existingSecret"],
+        ["auth.mode=api-keys with tls.enabled=false would send bearer tokens in clear text", "tls.insecure=true"],
+    ),
+    "cert-manager without an issuer": (
+        lambda chart: {"tls": {"certManager": {"enabled": True}}},
+        helm.HelmRenderError,
+        ["tls.certManager.enabled=true needs tls.certManager.issuerRef.name"],
+    ),
+    "a drain longer than a node drain should wait": (
+        lambda chart: {"orchestrator": {"drainSeconds": 600, "preStopSeconds": 30}},
+        helm.HelmRenderError,
+        ["orchestrator.preStopSeconds + orchestrator.drainSeconds is 630 s"],
+    ),
+    "a triton wait shorter than its parts": (
+        lambda chart: {
+            "triton": {
+                "termination": {"minSeconds": 50, "quietSeconds": 20, "maxSeconds": 60, "exitTimeoutSeconds": 30}
+            }
+        },
+        helm.HelmRenderError,
+        ["triton.termination.maxSeconds (60) must be at least minSeconds + quietSeconds (70)"],
     ),
     "jwt without issuer": (
         lambda chart: {"auth": {"mode": "jwt", "jwt": {"publicKey": "PEM"}}},
@@ -136,8 +203,24 @@ def test_a_wrong_value_fails_the_install_naming_the_field(chart: helm.Chart, cas
 def test_the_defaults_and_a_full_valid_override_pass_the_schema(chart: helm.Chart) -> None:
     chart.validate_schema(chart.values)
     chart.validate_schema(
-        chart.merge_values({"tritonPools": [default_pool(chart, replicas=0, minReplicas=0)], "auth": {"mode": "none"}})
+        chart.merge_values(
+            {
+                "tritonPools": [
+                    default_pool(chart, replicas=1, minReplicas=1, podDisruptionBudget={"minAvailable": 1})
+                ],
+                "auth": {"mode": "none"},
+                "tls": {"enabled": False},
+            }
+        )
     )
+
+
+def test_auth_without_tls_renders_only_when_the_values_say_insecure(chart: helm.Chart) -> None:
+    """The chart turns TLS on whenever auth is on; a mesh that encrypts pod traffic is the stated exception."""
+    rendered = render(chart, {"tls": {"enabled": False, "insecure": True}})
+    args = rendered.find("Deployment", "minmo-serve-orchestrator")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--auth=api-keys" in args and not [a for a in args if a.startswith("--tls-")]
+    assert "tls.insecure=true: bearer tokens cross the network in clear text" in rendered.notes
 
 
 def test_schema_enums_match_the_models_and_stages_the_code_has(chart: helm.Chart) -> None:

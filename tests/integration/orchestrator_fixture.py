@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import redis.asyncio
@@ -65,13 +66,20 @@ async def running_orchestrator(
     tenant_limits: TenantLimitSettings | None = None,
     shedding: bool = False,
     max_loop_lag_seconds: float = 0.25,
+    converse_options: dict[str, Any] | None = None,
+    first_event_seconds: float = 10.0,
+    store_options: dict[str, Any] | None = None,
 ) -> AsyncIterator[Orchestrator]:
-    """``trace_file`` adds a JSON-lines exporter to the process's tracing; ``metrics`` serves /metrics."""
+    """``trace_file`` adds a JSON-lines exporter to the process's tracing; ``metrics`` serves /metrics.
+
+    ``converse_options`` (idle and call limits, outbox bound), ``first_event_seconds`` and ``store_options``
+    (speech quotas) set the bounds of issue 13.
+    """
     tracing = configure_tracing(trace_file)
     metrics_server = MetricsServer(free_port(), "127.0.0.1") if metrics else None
     client = redis.asyncio.Redis(host="127.0.0.1", port=6379)
     prefix = prefix or f"test-{uuid.uuid4().hex[:8]}:"
-    store = SessionStore(client, prefix=prefix, lease_seconds=lease_seconds)
+    store = SessionStore(client, prefix=prefix, lease_seconds=lease_seconds, **(store_options or {}))
     models = TritonModels(triton_url)
     admission: Admission | None = None
     if tenant_limits is not None or shedding:
@@ -80,7 +88,7 @@ async def running_orchestrator(
             TenantLimits(client, tenant_limits, prefix=prefix) if tenant_limits is not None else None,
         )
     meter = admission.charge_audio if admission is not None else None
-    service = ConverseService(models, store, max_sessions=max_sessions, audio_meter=meter)
+    service = ConverseService(models, store, max_sessions=max_sessions, audio_meter=meter, **(converse_options or {}))
     auth = [AuthInterceptor(verifier)] if verifier is not None else []
     server = grpc.aio.server(interceptors=[*server_interceptors(tracing), *auth, DomainErrorInterceptor()])
     servicer = MinMoServicer(
@@ -89,6 +97,7 @@ async def running_orchestrator(
         synthesize=SynthesizeService(Synthesizer(models)),
         sessions=StoreSessionReader(store),
         admission=admission,
+        first_event_seconds=first_event_seconds,
     )
     minmo_pb2_grpc.add_MinMoServicer_to_server(servicer, server)
     port = free_port()

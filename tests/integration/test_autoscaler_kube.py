@@ -1,5 +1,6 @@
 """The autoscaler's Kubernetes calls, made by the real ``kubernetes`` client against FakeKubernetesApiServer
-(a fake: no cluster runs here) with session pins in the real Redis at 127.0.0.1:6379 (unique key prefix)."""
+(a fake: no cluster runs here; it validates every body against the Kubernetes OpenAPI schema) with session
+pins in the real Redis at 127.0.0.1:6379 (unique key prefix)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from redis.exceptions import RedisError
 from orchestrator.autoscaler.config import PoolConfig, parse_config
 from orchestrator.autoscaler.controller import Autoscaler
 from orchestrator.autoscaler.demand import NoLatency, RedisPins
-from orchestrator.autoscaler.kube import ClusterError, KubernetesPools
+from orchestrator.autoscaler.kube import ClusterError, KubernetesPools, bounded_api_client
 from orchestrator.autoscaler.lease import LeaseElector
 from tests.integration.fake_kube_api import FakeKubernetesApiServer, deployment, pod
 
@@ -35,7 +36,8 @@ SCALE_PATH = f"/apis/apps/v1/namespaces/{NS}/deployments/demo-triton-all/scale"
 
 
 class Clock:
-    """Monotonic and wall clocks the test advances by hand, so lease expiry needs no sleeping."""
+    """Monotonic and wall clocks the test advances by hand, so lease expiry needs no sleeping. The wall clock
+    sits on whole seconds, the case the client's own time serialisation gets wrong for a MicroTime."""
 
     def __init__(self) -> None:
         self.seconds = 1000.0
@@ -74,8 +76,13 @@ def redis(prefix: str) -> Iterator[Redis]:
 
 
 def elector(api: FakeKubernetesApiServer, identity: str, clock: Clock, lease_seconds: int = 45) -> LeaseElector:
-    coordination = client.CoordinationV1Api(api.api_client())
+    coordination = client.CoordinationV1Api(bounded_api_client(api.configuration()))
     return LeaseElector(coordination, NS, "minmo-autoscaler", identity, lease_seconds, clock.monotonic, clock.wall)
+
+
+def renewed_at(recorded_time: str) -> datetime:
+    """A MicroTime as sent: six fractional digits (the fake refuses anything else), within 1 µs of the clock."""
+    return datetime.fromisoformat(recorded_time).replace(microsecond=0)
 
 
 def test_lease_is_created_then_renewed_by_its_holder(api: FakeKubernetesApiServer) -> None:
@@ -94,7 +101,7 @@ def test_lease_is_created_then_renewed_by_its_holder(api: FakeKubernetesApiServe
     assert (update.method, update.path) == ("PUT", f"{LEASE_PATH}/minmo-autoscaler")
     assert update.body["spec"]["holderIdentity"] == "scaler-a"
     assert update.body["spec"]["acquireTime"] == create.body["spec"]["acquireTime"]
-    assert datetime.fromisoformat(update.body["spec"]["renewTime"]) == clock.wall()
+    assert renewed_at(update.body["spec"]["renewTime"]) == clock.wall()
     assert update.body["spec"]["leaseTransitions"] == 0
     assert update.body["metadata"]["resourceVersion"]  # optimistic concurrency: a stale write gets 409
 
@@ -119,7 +126,7 @@ def test_a_live_holder_is_respected_until_its_lease_expires(api: FakeKubernetesA
     assert takeover.method == "PUT"
     assert takeover.body["spec"]["holderIdentity"] == "scaler-a"
     assert takeover.body["spec"]["leaseTransitions"] == 1
-    assert datetime.fromisoformat(takeover.body["spec"]["acquireTime"]) == clock.wall()
+    assert renewed_at(takeover.body["spec"]["acquireTime"]) == clock.wall()
     assert api.writes()[writes_before_takeover + 1 :] == []  # the old holder wrote nothing after losing
 
 
@@ -147,7 +154,7 @@ def autoscaler(api: FakeKubernetesApiServer, redis: Redis, prefix: str, dry_run:
             "pools": [{"name": "all", "min_replicas": 1, "max_replicas": 4, "scale_down_window_seconds": 0}],
         }
     )
-    api_client = api.api_client()
+    api_client = bounded_api_client(api.configuration())
     return Autoscaler(
         config=config,
         cluster=KubernetesPools(client.AppsV1Api(api_client), client.CoreV1Api(api_client), NS, "demo"),
@@ -166,14 +173,19 @@ def test_drained_pod_gets_low_deletion_cost_then_replicas_drop(
     [decision] = autoscaler(api, redis, prefix, dry_run=False, clock=Clock()).tick()
 
     assert decision.remove == ("p-b",) and decision.start_draining == ("p-c",) and decision.replicas == 2
-    gets = [r.path for r in api.requests if r.method == "GET"]
-    assert SCALE_PATH in gets
+    scale_read = next(r for r in api.requests if r.method == "GET" and r.path == SCALE_PATH)
+    assert scale_read
+    observed_version = api.objects[("deployments", "demo-triton-all")]["metadata"]["resourceVersion"]
     lease, cost, scale = api.writes()
     assert (lease.method, lease.path) == ("POST", LEASE_PATH)
     assert (cost.method, cost.path) == ("PATCH", f"/api/v1/namespaces/{NS}/pods/p-b")
     assert cost.body == {"metadata": {"annotations": {"controller.kubernetes.io/pod-deletion-cost": "-1000"}}}
-    assert cost.content_type == "application/strategic-merge-patch+json"
-    assert (scale.method, scale.path, scale.body) == ("PATCH", SCALE_PATH, {"spec": {"replicas": 2}})
+    assert cost.content_type == "application/merge-patch+json"
+    assert cost.query["fieldManager"] == ["minmo-autoscaler"]
+    assert (scale.method, scale.path, scale.content_type) == ("PATCH", SCALE_PATH, "application/merge-patch+json")
+    # Optimistic concurrency: the write names the version the replicas were read at (the one before it).
+    assert scale.body["spec"] == {"replicas": 2}
+    assert int(scale.body["metadata"]["resourceVersion"]) < int(observed_version)
     assert api.objects[("deployments", "demo-triton-all")]["spec"]["replicas"] == 2
     annotations = {name: api.objects[("pods", name)]["metadata"].get("annotations", {}) for name in ("p-a", "p-c")}
     assert annotations == {"p-a": {}, "p-c": {}}  # pods holding sessions keep the default cost
@@ -201,7 +213,8 @@ def test_burst_scales_up_through_the_scale_subresource(api: FakeKubernetesApiSer
     [decision] = scaler.tick()
 
     assert decision.replicas == 4  # ceil(20 / (8 * 0.75)) = 4, within max_step_up
-    assert [(w.method, w.path, w.body) for w in api.writes()[1:]] == [("PATCH", SCALE_PATH, {"spec": {"replicas": 4}})]
+    assert [(w.method, w.path, w.body["spec"]) for w in api.writes()[1:]] == [("PATCH", SCALE_PATH, {"replicas": 4})]
+    assert api.objects[("deployments", "demo-triton-all")]["spec"]["replicas"] == 4
 
 
 def test_a_follower_reads_nothing_but_the_lease(api: FakeKubernetesApiServer, redis: Redis, prefix: str) -> None:
@@ -216,7 +229,7 @@ def test_a_follower_reads_nothing_but_the_lease(api: FakeKubernetesApiServer, re
 def test_pool_deployment_is_found_by_release_and_pool_labels(api: FakeKubernetesApiServer) -> None:
     api.put("deployments", deployment("demo-triton-all", 1, "all"))
     api.put("deployments", deployment("other-triton-all", 1, "all", release="other"))
-    api_client = api.api_client()
+    api_client = bounded_api_client(api.configuration())
     pools = KubernetesPools(client.AppsV1Api(api_client), client.CoreV1Api(api_client), NS, "demo")
 
     assert pools.deployment_for("all", None) == "demo-triton-all"
@@ -246,7 +259,8 @@ def minmo_autoscale(api: FakeKubernetesApiServer, prefix: str, tmp_path: Path, *
     config.write_text(f'redis_prefix: "{prefix}"\npools: [{{name: all, scale_down_window_seconds: 0}}]\n')
     env = {**os.environ, "KUBECONFIG": str(kubeconfig_for(api, tmp_path / "kubeconfig")), "HOSTNAME": "scaler-x"}
     command = [sys.executable, "-m", "orchestrator.cli", "autoscale", "--release", "demo", "--namespace", NS]
-    command += ["--config", str(config), "--redis", REDIS_URL, "--interval-seconds", "0.5", *extra]
+    command += ["--config", str(config), "--redis", REDIS_URL, "--interval-seconds", "0.5"]
+    command += ["--heartbeat-file", str(tmp_path / "heartbeat"), *extra]
     process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(process.stderr.readline, "")), daemon=True)  # type: ignore[union-attr]
@@ -285,6 +299,10 @@ def test_minmo_autoscale_leads_scales_and_releases_its_lease(
     three_pod_pool(api, redis, prefix)
     with minmo_autoscale(api, prefix, tmp_path) as lines:
         wait_for(lines, "replicas 3 -> 2")
+        # The liveness probe the chart runs passes while the loop goes round.
+        probe = [sys.executable, "-m", "orchestrator.autoscaler.heartbeat", str(tmp_path / "heartbeat")]
+        checked = subprocess.run(probe, capture_output=True, text=True, timeout=30, check=False)
+        assert checked.returncode == 0, checked.stderr
     writes = [(w.method, w.path) for w in api.writes()]
     assert writes[:3] == [
         ("POST", LEASE_PATH),

@@ -41,7 +41,12 @@ def test_a_full_config_loads_with_defaults_filled_in(tmp_path: Path) -> None:
     ("raw", "message"),
     [
         ({}, "`pools` must be a non-empty list"),
-        ({"pools": [{"name": "all", "max_replicas": 0}]}, r"pools\[0\]: need 0 <= min_replicas <= max_replicas"),
+        ({"pools": [{"name": "all", "max_replicas": 0}]}, r"pools\[0\]: need min_replicas <= max_replicas"),
+        # Scale to zero is refused with the reason: a pool without a pod never sees the demand to wake up.
+        (
+            {"pools": [{"name": "all", "min_replicas": 0}]},
+            r"pools\[0\].min_replicas must be at least 1, got 0: scale to zero",
+        ),
         ({"pools": [{"name": "all", "min_replicas": 5, "max_replicas": 2}]}, "got min 5, max 2"),
         ({"pools": [{"name": "all", "max_replicas": "4"}]}, r"pools\[0\].max_replicas must be an integer, got '4'"),
         ({"pools": [{"name": "all", "max_replicas": True}]}, "must be an integer, got True"),

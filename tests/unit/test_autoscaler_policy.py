@@ -77,6 +77,16 @@ def test_min_replicas_holds_with_no_sessions() -> None:
     assert decision.desired == 2 and decision.start_draining == () and decision.replicas == 2
 
 
+def test_a_pool_at_zero_gets_its_recommendation_at_once_despite_the_up_window() -> None:
+    """Nothing serves at zero, so nothing is smoothed: the window that ignores a spike would keep it at zero."""
+    pool = PoolConfig("all", min_replicas=1, max_replicas=6, scale_up_window_seconds=300)
+    memory = PoolMemory(((0.0, 0),), {}, first_seen=0.0)  # a history that saw it at zero
+    bare, _ = decide(pool, PoolObservation(15.0, 0, ()), memory)
+    assert (bare.desired, bare.replicas) == (1, 1)  # min_replicas at once
+    busy, _ = decide(pool, PoolObservation(15.0, 0, (), active_sessions=20), memory)
+    assert (busy.recommended, busy.replicas) == (4, 4)  # ceil(20 / 6), not held back by the window
+
+
 def test_a_one_interval_spike_does_not_scale_up_when_the_up_window_spans_two() -> None:
     pool = PoolConfig("all", max_replicas=6, scale_up_window_seconds=15)
     memory = settled_memory(1, 100.0)

@@ -1,10 +1,10 @@
-"""The bounded per-stream state store: LRU bound, idle expiry, explicit close, eviction callback."""
+"""The bounded per-stream state store: a refusing bound, idle expiry, explicit close, eviction callback."""
 
 from __future__ import annotations
 
 import pytest
 
-from services.common.stream_state import StreamStateStore, UnknownStreamError
+from services.common.stream_state import CAPACITY_MARKER, StreamCapacityError, StreamStateStore, UnknownStreamError
 
 
 class FakeClock:
@@ -15,17 +15,33 @@ class FakeClock:
         return self.now
 
 
-def test_least_recently_used_stream_is_evicted_over_the_bound() -> None:
+def test_a_new_stream_over_the_bound_is_refused_and_no_live_stream_is_evicted() -> None:
+    """Issue 13: evicting the least recently used stream let anyone take another session's state away."""
     evicted: list[str] = []
     store: StreamStateStore[int] = StreamStateStore(
         max_streams=2, idle_seconds=100, on_evict=lambda k, _: evicted.append(k)
     )
     store.put("a", 1)
     store.put("b", 2)
-    assert store.get("a") == 1  # a is now the most recent
-    store.put("c", 3)
-    assert evicted == ["b"]
-    assert sorted(store.stream_ids()) == ["a", "c"]
+    with pytest.raises(StreamCapacityError, match="at capacity") as info:
+        store.check_room("c")
+    with pytest.raises(StreamCapacityError):
+        store.put("c", 3)
+    assert CAPACITY_MARKER in str(info.value)
+    assert evicted == [] and sorted(store.stream_ids()) == ["a", "b"]
+    store.put("a", 10)  # a stream restarting keeps its own slot
+    assert store.get("a") == 10 and evicted == ["a"]  # its old state is released
+    store.close("b")
+    store.put("c", 3)  # a slot freed by its own stream's END is free for a new one
+
+
+def test_an_idle_stream_frees_its_slot_for_a_new_one() -> None:
+    clock = FakeClock()
+    store: StreamStateStore[int] = StreamStateStore(max_streams=1, idle_seconds=5, clock=clock)
+    store.put("old", 1)
+    clock.now = 6
+    store.put("new", 2)
+    assert store.stream_ids() == ["new"]
 
 
 def test_idle_streams_expire_and_then_are_unknown() -> None:

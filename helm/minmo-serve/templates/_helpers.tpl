@@ -51,6 +51,51 @@ minmo-serve/pool: {{ . }}
 {{- define "minmo.autoscaler.fullname" -}}{{ include "minmo.fullname" . }}-autoscaler{{- end -}}
 {{- define "minmo.redis.fullname" -}}{{ include "minmo.fullname" . }}-redis{{- end -}}
 {{- define "minmo.pool.fullname" -}}{{ include "minmo.fullname" .ctx }}-triton-{{ .pool }}{{- end -}}
+{{- define "minmo.orchestrator.tlsSecret" -}}
+{{- default (printf "%s-tls" (include "minmo.orchestrator.fullname" .)) .Values.tls.existingSecret -}}
+{{- end -}}
+
+{{/* Termination grace periods, from the parts they must cover (docs/operations-cluster.md, "Drains").
+     Orchestrator: preStop wait + the drain `minmo serve --drain-seconds` promises to finish within + 10 s
+     for the process to exit. Triton: the preStop wait's bound + tritonserver's exit timeout + 10 s. */}}
+{{- define "minmo.orchestrator.gracePeriod" -}}
+{{- add .Values.orchestrator.preStopSeconds .Values.orchestrator.drainSeconds 10 -}}
+{{- end -}}
+{{- define "minmo.triton.gracePeriod" -}}
+{{- add .Values.triton.termination.maxSeconds .Values.triton.termination.exitTimeoutSeconds 10 -}}
+{{- end -}}
+
+{{/* topologySpreadConstraints with each constraint's labelSelector filled in with the component's selector
+     labels (and, for a Deployment, matchLabelKeys pod-template-hash, so a rollout spreads its new pods too).
+     Call with (dict "constraints" LIST "selector" (dict of labels) "deployment" bool). */}}
+{{- define "minmo.topologySpread" -}}
+{{- $out := list -}}
+{{- range .constraints -}}
+{{- $c := deepCopy . -}}
+{{- if not (hasKey $c "labelSelector") -}}
+{{- $_ := set $c "labelSelector" (dict "matchLabels" $.selector) -}}
+{{- end -}}
+{{- if and $.deployment (not (hasKey $c "matchLabelKeys")) -}}
+{{- $_ := set $c "matchLabelKeys" (list "pod-template-hash") -}}
+{{- end -}}
+{{- $out = append $out $c -}}
+{{- end -}}
+{{- if $out -}}{{- toYaml $out -}}{{- end -}}
+{{- end -}}
+
+{{/* Scheduling fields shared by every pod template. Call with (dict "priority" S "runtime" S "spread" YAML). */}}
+{{- define "minmo.scheduling" -}}
+{{- with .priority }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with .runtime }}
+runtimeClassName: {{ . }}
+{{- end }}
+{{- with .spread }}
+topologySpreadConstraints:
+  {{- . | nindent 2 }}
+{{- end }}
+{{- end -}}
 
 
 {{/* Redis: the URL the components connect to (never with the password in it) and its password Secret. */}}
@@ -64,7 +109,7 @@ minmo-serve/pool: {{ . }}
 
 {{- define "minmo.redis.passwordSecret" -}}
 {{- if .Values.redis.bundled.enabled -}}
-{{- default (include "minmo.redis.fullname" .) .Values.redis.bundled.existingSecret -}}
+{{- default (printf "%s-password" (include "minmo.redis.fullname" .)) .Values.redis.bundled.existingSecret -}}
 {{- else -}}
 {{- .Values.redis.external.existingSecret -}}
 {{- end -}}
@@ -116,8 +161,19 @@ seccompProfile:
 {{- if and (not $bundled) (not $external) -}}
 {{- fail "redis: no Redis configured; set redis.external.url (redis:// or rediss://) or redis.bundled.enabled=true" -}}
 {{- end -}}
-{{- if and .Values.tls.enabled (not .Values.tls.existingSecret) -}}
-{{- fail "tls.enabled=true needs tls.existingSecret: the name of a Secret with tls.crt, tls.key and ca.crt (e.g. from a cert-manager Certificate)" -}}
+{{- if and (ne .Values.auth.mode "none") (not .Values.tls.enabled) (not .Values.tls.insecure) -}}
+{{- fail (printf "auth.mode=%s with tls.enabled=false would send bearer tokens in clear text: keep tls.enabled=true (a Secret with tls.crt, tls.key and ca.crt: tls.existingSecret, or tls.certManager), or set tls.insecure=true if a service mesh encrypts pod traffic" .Values.auth.mode) -}}
+{{- end -}}
+{{- if and .Values.tls.enabled .Values.tls.certManager.enabled (not .Values.tls.certManager.issuerRef.name) -}}
+{{- fail "tls.certManager.enabled=true needs tls.certManager.issuerRef.name: the Issuer or ClusterIssuer that signs the orchestrator's certificate" -}}
+{{- end -}}
+{{- $o := .Values.orchestrator -}}
+{{- if gt (add $o.preStopSeconds $o.drainSeconds) 600 -}}
+{{- fail (printf "orchestrator.preStopSeconds + orchestrator.drainSeconds is %d s: keep it within 600 s (a node drain waits that long for every replica)" (add $o.preStopSeconds $o.drainSeconds)) -}}
+{{- end -}}
+{{- $term := .Values.triton.termination -}}
+{{- if lt (int $term.maxSeconds) (add $term.minSeconds $term.quietSeconds) -}}
+{{- fail (printf "triton.termination.maxSeconds (%d) must be at least minSeconds + quietSeconds (%d)" (int $term.maxSeconds) (add $term.minSeconds $term.quietSeconds)) -}}
 {{- end -}}
 {{- if and (eq .Values.auth.mode "jwt") (or (not .Values.auth.jwt.issuer) (not .Values.auth.jwt.audience)) -}}
 {{- fail "auth.mode=jwt needs auth.jwt.issuer and auth.jwt.audience" -}}
@@ -157,21 +213,23 @@ seccompProfile:
 {{- end -}}
 {{- end -}}
 
-{{/* Health check over TLS for the exec probe: the standard grpc.health.v1 service, verified with the
-     Secret's CA against the name the certificate is issued for (tls.serverName, default the Service's
-     <name>.<namespace>.svc); with mutual TLS the pod presents its own certificate. */}}
+{{/* Health check over TLS for the exec probes: the standard grpc.health.v1 service (`minmo.liveness` for
+     liveness, `minmo.v1.MinMo` for readiness), verified with the Secret's CA against the name the certificate
+     is issued for (tls.serverName, default the Service's <name>.<namespace>.svc); with mutual TLS the pod
+     presents its own certificate. Call with (dict "ctx" $ "service" NAME). */}}
 {{- define "minmo.orchestrator.tlsHealthScript" -}}
-{{- $serverName := default (printf "%s.%s.svc" (include "minmo.orchestrator.fullname" .) .Release.Namespace) .Values.tls.serverName -}}
+{{- $ctx := .ctx -}}
+{{- $serverName := default (printf "%s.%s.svc" (include "minmo.orchestrator.fullname" $ctx) $ctx.Release.Namespace) $ctx.Values.tls.serverName -}}
 import sys, grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 d = '/etc/minmo/tls/'
 r = lambda n: open(d + n, 'rb').read()
-{{- if .Values.tls.clientAuth }}
+{{- if $ctx.Values.tls.clientAuth }}
 creds = grpc.ssl_channel_credentials(r('ca.crt'), r('tls.key'), r('tls.crt'))
 {{- else }}
 creds = grpc.ssl_channel_credentials(r('ca.crt'))
 {{- end }}
-ch = grpc.secure_channel('localhost:{{ .Values.orchestrator.port }}', creds, options=[('grpc.ssl_target_name_override', '{{ $serverName }}')])
-status = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=4).status
+ch = grpc.secure_channel('localhost:{{ $ctx.Values.orchestrator.port }}', creds, options=[('grpc.ssl_target_name_override', '{{ $serverName }}')])
+status = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service='{{ .service }}'), timeout=4).status
 sys.exit(0 if status == health_pb2.HealthCheckResponse.SERVING else 1)
 {{- end -}}
