@@ -8,7 +8,7 @@ from pathlib import Path
 
 from orchestrator.devstack.triton_launcher import StackError, TritonPorts
 from orchestrator.server.bounds_config import add_bounds_flags
-from orchestrator.server.flags import add_routing_flags, add_security_flags
+from orchestrator.server.flags import add_routing_flags, add_security_flags, add_turn_taking_flags
 
 
 def _stack(args: argparse.Namespace) -> int:
@@ -45,7 +45,7 @@ def _serve(args: argparse.Namespace) -> int:
     from orchestrator.server.app import ServeError, serve
     from orchestrator.server.bounds_config import bounds_settings
     from orchestrator.server.contracts import ServeSettings
-    from orchestrator.server.flags import routing_settings, security_settings
+    from orchestrator.server.flags import routing_settings, security_settings, turn_taking_settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = ServeSettings(
@@ -60,6 +60,7 @@ def _serve(args: argparse.Namespace) -> int:
         **security_settings(args),
         **routing_settings(args),
         **bounds_settings(args),
+        **turn_taking_settings(args),
     )
     if args.triton and settings.triton_pools:
         print("error: pass --triton (one Triton for every model) or --triton-pool, not both", file=sys.stderr)
@@ -138,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     add_security_flags(serve_cmd)
     add_routing_flags(serve_cmd)
     add_bounds_flags(serve_cmd)
+    add_turn_taking_flags(serve_cmd)
     serve_cmd.set_defaults(run=_serve)
 
     weights_cmd = commands.add_parser("weights", help="build the seeded smoke weights")

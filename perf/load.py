@@ -22,10 +22,12 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -118,6 +120,7 @@ async def direct(args: argparse.Namespace, n: int, clips: Clips) -> list[TurnRes
 async def run_level(args: argparse.Namespace, n: int, clips: Clips, process: psutil.Process | None) -> dict[str, Any]:
     models = TritonModels(args.triton)
     before = await triton_snapshot(models, args.triton_metrics)
+    speculation_before = orchestrator_speculation(args)
     calls_before = redis_calls(args.redis)
     cpu_before = sum(process.cpu_times()[:2]) if process else 0.0
     peak, stop = [0], asyncio.Event()
@@ -130,6 +133,7 @@ async def run_level(args: argparse.Namespace, n: int, clips: Clips, process: psu
     wall = time.perf_counter() - wall
     end_ns = time.time_ns()
     after = await triton_snapshot(models, args.triton_metrics)
+    speculation_after = orchestrator_speculation(args)
     await models.close()
     cpu_s = sum(process.cpu_times()[:2]) - cpu_before if process else float("nan")
     acknowledged = sum(t.acknowledged for c in conversations for t in c.turns)
@@ -172,6 +176,7 @@ async def run_level(args: argparse.Namespace, n: int, clips: Clips, process: psu
         "redis_commands_per_turn": redis_commands / max(1, acknowledged),
         "redis_commands_per_session_minute": redis_commands / (n * wall / 60),
         "triton": [asdict(diff(m, before, after)) for m in MODELS],
+        "speculation": {k: speculation_after.get(k, 0.0) - v for k, v in speculation_before.items()},
         "realtime": not errors
         and every["underruns"] == 0
         and every["answered"] == every["turns"]
@@ -217,6 +222,18 @@ def own_redis(args: argparse.Namespace) -> Iterator[None]:
             os.kill(pid, signal.SIGTERM)
 
 
+_SPECULATION = re.compile(r'^minmo_speculation(?:_discarded_work)?_total\{(?:outcome|kind)="([^"]+)"\} (\S+)$', re.M)
+
+
+def orchestrator_speculation(args: argparse.Namespace) -> dict[str, float]:
+    """Speculative starts, commits, discards and the discarded work so far, from the run's orchestrator."""
+    if not getattr(args, "orchestrator_metrics", None):
+        return {}
+    with urllib.request.urlopen(args.orchestrator_metrics, timeout=5) as response:
+        text = response.read().decode()
+    return {name: float(value) for name, value in _SPECULATION.findall(text)}
+
+
 @contextlib.contextmanager
 def own_orchestrator(args: argparse.Namespace) -> Iterator[psutil.Process | None]:
     """``minmo serve`` for this run (trace file + metrics), unless ``--server`` names a running one."""
@@ -226,7 +243,9 @@ def own_orchestrator(args: argparse.Namespace) -> Iterator[psutil.Process | None
     port = free_port()
     args.server = f"127.0.0.1:{port}"
     args.trace_file.unlink(missing_ok=True)
-    extra = [f"--trace-file={args.trace_file}", f"--metrics-port={free_port()}"]
+    metrics_port = free_port()
+    args.orchestrator_metrics = f"http://127.0.0.1:{metrics_port}/metrics"
+    extra = [f"--trace-file={args.trace_file}", f"--metrics-port={metrics_port}", f"--speculation={args.speculation}"]
     process = start_orchestrator(
         args.out,
         port=port,
@@ -241,6 +260,7 @@ def own_orchestrator(args: argparse.Namespace) -> Iterator[psutil.Process | None
     finally:
         process.process.terminate()
         process.process.wait(timeout=30)
+        args.server = None
 
 
 async def sweep(args: argparse.Namespace, process: psutil.Process | None) -> dict[str, Any]:
@@ -291,19 +311,39 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=Path("out/perf/load"))
     parser.add_argument("--trace-file", type=Path, help="span file of the run (default: OUT/traces.jsonl)")
+    parser.add_argument(
+        "--speculation",
+        default="on",
+        help="the orchestrator's --speculation: on, off, or off,on to sweep both (one after the other, each with "
+        "its own orchestrator; results in OUT/speculation-off and OUT/speculation-on, compared in OUT/speculation.md)",
+    )
     args = parser.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    args.trace_file = args.trace_file or args.out / "traces.jsonl"
+    modes = args.speculation.split(",")
+    if not set(modes) <= {"on", "off"}:
+        parser.error(f"--speculation takes on, off or off,on; got {args.speculation!r}")
     # SIGTERM unwinds like Ctrl-C, so the run's own orchestrator and Redis are stopped on the way out.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    with own_redis(args), own_orchestrator(args) as process:
-        result = asyncio.run(sweep(args, process))
-    (args.out / "load.json").write_text(json.dumps(result, indent=2))
-    table = report.markdown(result)
-    (args.out / "load.md").write_text(table)
-    report.plots(result, args.out)
-    print(table)
-    print(f"wrote {args.out}/load.json, load.md, ttfa_cdf.png, stages.png, ttfa_vs_n.png")
+    base, trace_file, results = args.out, args.trace_file, {}
+    for mode in modes:
+        args.speculation = mode
+        args.out = base if len(modes) == 1 else base / f"speculation-{mode}"
+        args.out.mkdir(parents=True, exist_ok=True)
+        args.trace_file = trace_file if trace_file and len(modes) == 1 else args.out / "traces.jsonl"
+        with own_redis(args), own_orchestrator(args) as process:
+            result = asyncio.run(sweep(args, process))
+        result["speculation"] = mode
+        results[mode] = result
+        (args.out / "load.json").write_text(json.dumps(result, indent=2))
+        table = report.markdown(result)
+        (args.out / "load.md").write_text(table)
+        report.plots(result, args.out)
+        print(table)
+        print(f"wrote {args.out}/load.json, load.md, ttfa_cdf.png, stages.png, ttfa_vs_n.png")
+        args.redis = None
+    if len(modes) > 1:
+        comparison = report.speculation_comparison(results["off"], results["on"])
+        (base / "speculation.md").write_text(comparison)
+        print(comparison)
     return 0
 
 

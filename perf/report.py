@@ -111,6 +111,40 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def speculation_comparison(off: dict[str, Any], on: dict[str, Any]) -> str:
+    """The same sweep without and with speculative responses: what a listener gains, what it costs."""
+    lines = [
+        "| N | TTFA p50 off / on | TTFA p95 off / on | all answers p50 off / on | p50 gained | "
+        "speculations started | discarded | discarded work: text tokens / speech tokens / audio s | "
+        "busy s off / on (backbone + speech LM + vocoder) | real time off / on |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    by_n = {level["n"]: level for level in on["levels"]}
+    for level_off in off["levels"]:
+        level_on = by_n.get(level_off["n"])
+        if level_on is None:
+            continue
+        a, b = level_off["first_answer"]["ttfa_ms"], level_on["first_answer"]["ttfa_ms"]
+        every_a, every_b = level_off["all_answers"]["ttfa_ms"], level_on["all_answers"]["ttfa_ms"]
+        spec = level_on.get("speculation", {})
+        started = spec.get("started", 0.0)
+        discarded = spec.get("discarded", 0.0)
+        share = f"{discarded:.0f} ({100 * discarded / started:.0f} %)" if started else "0"
+
+        def busy(level: dict[str, Any]) -> float:
+            return sum(m["work_ms"] for m in level["triton"] if m["model"] in ("backbone", "speech_lm", "vocoder"))
+
+        gained = a["p50"] - b["p50"] if a["p50"] is not None and b["p50"] is not None else None
+        lines.append(
+            f"| {level_off['n']} | {ms(a['p50'])} / {ms(b['p50'])} | {ms(a['p95'])} / {ms(b['p95'])} | "
+            f"{ms(every_a['p50'])} / {ms(every_b['p50'])} | {ms(gained)} | {started:.0f} | {share} | "
+            f"{spec.get('text_tokens', 0.0):.0f} / {spec.get('speech_tokens', 0.0):.0f} / "
+            f"{spec.get('audio_seconds', 0.0):.1f} | {busy(level_off) / 1000:.1f} / {busy(level_on) / 1000:.1f} | "
+            f"{'yes' if level_off['realtime'] else 'no'} / {'yes' if level_on['realtime'] else 'no'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def plots(result: dict[str, Any], out: Path) -> None:
     levels = result["levels"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))

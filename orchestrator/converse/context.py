@@ -86,11 +86,20 @@ class BackboneContext:
                 turns.append(TextTurn("assistant", turn.text, token_ids=turn.token_ids))
         await self.rebuild(self.prompt.conversation(turns, system_prompt=instructions), speech)
 
-    async def fork(self, ids: Sequence[int]) -> int:
-        """Start a new sequence as a copy of this context plus ``ids``; return its stream id."""
+    async def fork(self, ids: Sequence[int], *, truncate_to: int = -1) -> int:
+        """Start a new sequence as a copy of this context (cut to ``truncate_to``) plus ``ids``; return its id."""
         fork_id = new_stream_id()
-        await self.append(ids=ids, sequence_id=fork_id, fork_from=self.stream_id)
+        await self.append(ids=ids, sequence_id=fork_id, fork_from=self.stream_id, truncate_to=truncate_to)
         return fork_id
+
+    def adopt(self, sequence_id: int, length: int) -> int:
+        """Make the fork ``sequence_id`` (``length`` positions) the session's context; return the old one's id.
+
+        A committed speculation generated on a fork that equals this context: the fork carries on as the
+        context, and the old sequence (still open) is the caller's to reuse or close.
+        """
+        previous, self.stream_id, self.length = self.stream_id, sequence_id, length
+        return previous
 
     async def end_assistant_turn(self, start_length: int, kept_ids: Sequence[int], *, interrupted: bool) -> None:
         """Close the assistant turn that began at ``start_length`` (after its opening), keeping ``kept_ids``.

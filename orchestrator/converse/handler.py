@@ -28,6 +28,7 @@ from minmo.v1 import minmo_pb2 as pb
 from orchestrator.converse import commands, events
 from orchestrator.converse.session import DEFAULT_IDLE_SECONDS, DEFAULT_MAX_QUEUED_EVENTS, ConverseSession
 from orchestrator.converse.settings import SessionSettings
+from orchestrator.converse.speculation import SpeculationSettings
 from orchestrator.errors import (
     DeadlineExceeded,
     FailedPrecondition,
@@ -64,7 +65,9 @@ class ConverseService:
         idle_seconds: float = DEFAULT_IDLE_SECONDS,
         max_call_seconds: float = DEFAULT_MAX_CALL_SECONDS,
         max_queued_events: int = DEFAULT_MAX_QUEUED_EVENTS,
+        speculation: SpeculationSettings | None = None,
     ) -> None:
+        self.speculation = speculation or SpeculationSettings()
         self.idle_seconds = idle_seconds
         self.max_call_seconds = max_call_seconds
         self.max_queued_events = max_queued_events
@@ -145,6 +148,7 @@ class ConverseService:
                 max_queued_events=self.max_queued_events,
                 fence=fence,
                 unanswered=history[-1] if history else None,
+                speculation=self.speculation,
             )
             self.live.add(session)
             if self.draining is not None:
@@ -280,4 +284,9 @@ def build_converse_handler(deps: ServerDeps) -> ConverseService:
         idle_seconds=settings.session_idle_seconds,
         max_call_seconds=settings.session_max_seconds,
         max_queued_events=settings.max_queued_events,
+        speculation=SpeculationSettings(
+            enabled=settings.speculation,
+            silence_ms=settings.speculation_silence_ms,
+            start=settings.speculation_start,
+        ),
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 from minmo.v1 import minmo_pb2 as pb
 
@@ -19,12 +19,19 @@ from orchestrator.observability import metrics
 from orchestrator.stages.speak import AudioDelta, TextDelta
 
 
-async def deliver(response: Response, emit: Callable[[pb.ServerEvent], None], lead_ms: int) -> None:
+async def deliver(
+    response: Response,
+    emit: Callable[[pb.ServerEvent], None],
+    lead_ms: int,
+    deltas: AsyncIterator[TextDelta | AudioDelta] | None = None,
+) -> None:
     """Stream the response's deltas to ``emit``; return once its last audio has played at the client.
 
-    Triton failures propagate (``TritonStageError``): the session decides what they cost.
+    ``deltas``: where they come from when not from the speak path directly (a committed speculation:
+    what it held, then the rest). Triton failures propagate (``TritonStageError``): the session
+    decides what they cost.
     """
-    async for delta in response.speak.run():
+    async for delta in deltas if deltas is not None else response.speak.run():
         if isinstance(delta, TextDelta):
             emit(events.text_delta(response.id, delta.text))
         elif isinstance(delta, AudioDelta):

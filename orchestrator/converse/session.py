@@ -19,12 +19,19 @@ cut off). A stopped session finishes like a disconnected one (the response in fl
 was played, stored and reported with ``response_done``), then the call ends with the stop's status.
 Every append carries the owner lease's fencing token: a session whose lease a newer connection took
 stores nothing more and ends with ABORTED.
+
+Speculation (``orchestrator.converse.speculation``): with model turn detection, a spoken turn's *end
+point* (the first frame after the user's last speech with a short silence, or a respond-now
+probability over a lower threshold) is where the turn is closed, with speculation on or off; with
+it on, a response starts there on a fork of the context and is held back until the decision commits
+it (or the user going on discards it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -39,13 +46,14 @@ from orchestrator.converse.context import BackboneContext, token_count_for_playe
 from orchestrator.converse.inbox import Inbox
 from orchestrator.converse.outbox import CLOSE, Outbox
 from orchestrator.converse.settings import SessionSettings
+from orchestrator.converse.speculation import EndPoint, HeldResponse, SpeculationSettings
 from orchestrator.converse.turns import Response, Turn, end_turn_trace, latencies, start_turn_trace
 from orchestrator.converse.vad import EnergyVad
 from orchestrator.errors import InvalidArgument, MinmoError, ResourceExhausted
 from orchestrator.observability import metrics
 from orchestrator.observability.tracing import stage_span
 from orchestrator.stages.listen import ListenPath
-from orchestrator.stages.speak import SpeakConfig, SpeakPath
+from orchestrator.stages.speak import AudioDelta, SpeakConfig, SpeakPath, TextDelta
 from orchestrator.state.errors import LeaseLost
 from orchestrator.state.records import StoredTurn
 from orchestrator.state.store import SessionStore, SpeechQuotaExceeded
@@ -86,6 +94,7 @@ class ConverseSession:
         max_queued_events: int = DEFAULT_MAX_QUEUED_EVENTS,
         fence: int | None = None,
         unanswered: StoredTurn | None = None,
+        speculation: SpeculationSettings | None = None,
     ) -> None:
         """``fence``: the owner lease's fencing token, sent with every append. ``unanswered``: the history's last
         turn when it is a typed user turn no response followed (stored, then the process died before
@@ -123,6 +132,11 @@ class ConverseSession:
         self._lost: str | None = None  # why the Triton-side state is gone; None while it is intact
         self._next_rebuild = 0.0  # loop time of the next rebuild attempt
         self.ended_by_client = False  # the client sent EndSession (not a disconnect): its pods can go
+        self.speculation = speculation or SpeculationSettings()
+        if settings.speculation is not None:
+            self.speculation = dataclasses.replace(self.speculation, enabled=settings.speculation)
+        self.end_point = EndPoint(self.speculation)
+        self.held: HeldResponse | None = None  # a speculative response waiting for the decision
 
     # The event stream ------------------------------------------------------------------------------
 
@@ -215,6 +229,10 @@ class ConverseSession:
         self._lost = str(exc)
         self._next_rebuild = 0.0
         self.turn = None
+        self.end_point.reset()
+        held, self.held = self.held, None
+        if held is not None:
+            held.speak.cancel()  # its fork is gone with the Triton-side state; nothing to end
         response = self.response
         if response is not None and not response.finished:
             response.abandon()
@@ -285,17 +303,27 @@ class ConverseSession:
                 self.emit(events.error(exc.code_name, exc.message))
                 return
         heard_speech = self.vad.speaking
+        last_voiced_before = self.vad.last_voiced_ms
         for vad_event in self.vad.push(pcm):
             if vad_event.started:
                 heard_speech = True
                 self.emit(events.speech_started(vad_event.at_ms))
         if self.vad.speaking:
             self._last_voiced_at = time.perf_counter()
+        voiced = self.vad.last_voiced_ms != last_voiced_before  # a voiced frame in this chunk
+        silence_ms = self.vad.audio_ms - self.vad.last_voiced_ms if self.vad.last_voiced_ms >= 0 else 0
+        if voiced:
+            # The user goes on: the turn has no end point yet, and a response started on one must go.
+            self.end_point.clear()
+            await self._discard_held()
+        elif self.held is not None and self.held.age_seconds > self.speculation.max_hold_seconds:
+            await self._discard_held()  # the decision never came: stop spending on it (the end point stays)
         async with self._lock:
             speaking = self.response is not None and self.response.first_audio_at is not None
             if self.response is None and self.turn is None:
                 self.turn = Turn()
             step = await self.listen.push(pcm, speaking=speaking)
+            rows_before = self.turn.frames if self.turn is not None else 0
             if self.turn is not None and self.response is None:
                 self.turn.add(step.embeddings, step.stage_ms)
                 self.turn.voiced = self.turn.voiced or heard_speech
@@ -305,14 +333,65 @@ class ConverseSession:
                     # an idle session never fills the backbone's positions.
                     await self.context.append(truncate_to=self.turn.start_length)
                     self.turn = None
-        for probs in step.probs:
+                    self.end_point.reset()
+        for frame, probs in enumerate(step.probs):
             decision = self.gate.step(torch.from_numpy(probs.copy()), speaking)
             if self.settings.turn_detection != "model":
                 continue
+            if self.response is None and self.turn is not None and self.turn.voiced:
+                respond = float(probs[Decision.RESPOND_NOW])
+                await self._track_end_point(respond, rows_before + frame + 1, voiced=voiced, silence_ms=silence_ms)
             if decision == Decision.RESPOND_NOW and self.turn is not None and self.turn.voiced:
-                await self._respond()
+                await self._respond(end_rows=self.end_point.rows)
             elif decision == Decision.STOP_SPEAKING and self.response is not None:
                 await self._interrupt(played_ms=0)
+
+    async def _track_end_point(self, respond: float, rows: int, *, voiced: bool, silence_ms: int) -> None:
+        """Move the turn's end point with this frame; start or drop a speculative response with it."""
+        changed = self.end_point.frame(respond, rows, voiced=voiced, silence_ms=silence_ms)
+        if changed is False:
+            await self._discard_held()
+        elif changed is True and self.speculation.enabled and self.held is None:
+            await self._speculate()
+
+    async def _speculate(self) -> None:
+        """Start the response the decision would start at the end point, on a fork, held from the client."""
+        assert self._group is not None and self.turn is not None and self.end_point.rows is not None
+        async with self._lock:
+            turn, rows = self.turn, self.end_point.rows
+            prompt = self.context.prompt
+            close = prompt.user_speech_close()
+            cut = turn.start_length + len(prompt.user_speech_open()) + rows
+            fork_id = await self.context.fork(close, truncate_to=cut)
+            query = np.concatenate(turn.embeddings)[:rows].mean(axis=0)
+            response_id = self.next_sequence + 1  # the user turn is stored first, under next_sequence
+            held = HeldResponse(
+                speak=self._speak_path(fork_id, query, seed=response_id),
+                fork_id=fork_id,
+                end_rows=rows,
+                base_length=cut + len(close),
+                response_id=response_id,
+                query=query,
+            )
+            held.start(self._group)
+            self.held = held
+
+    async def _discard_held(self) -> None:
+        """Drop the speculative response: STOP its streams, end its fork; nothing was sent or stored."""
+        held, self.held = self.held, None
+        if held is None:
+            return
+        with trace.get_tracer("minmo.orchestrator").start_as_current_span(
+            "speculation.discarded",
+            attributes={
+                "minmo.session.id": self.session_id,
+                "minmo.speculation.age_ms": round(held.age_seconds * 1000),
+                "minmo.speculation.held_audio_ms": held.held_audio_ms,
+            },
+        ):
+            await held.discard()
+            with contextlib.suppress(TritonStageError):
+                await held.speak.end_backbone_sequence()
 
     async def _append_user_speech(self, embeddings: np.ndarray) -> np.ndarray:
         """Where the listen path appends: the session context, or the fork while a response plays."""
@@ -337,6 +416,7 @@ class ConverseSession:
         if self.response is not None:
             self.emit(events.error("FAILED_PRECONDITION", "text: a response is in progress; cancel it first"))
             return
+        await self._discard_held()  # a typed turn ends the spoken one without its end point
         async with self._lock:
             if self.turn is not None and self.turn.embeddings:
                 await self._close_spoken_turn()
@@ -384,11 +464,19 @@ class ConverseSession:
 
     # Responding ------------------------------------------------------------------------------------
 
-    async def _close_spoken_turn(self) -> Turn | None:
-        """Close and store the spoken user turn; None when a speech quota refuses it (then it is forgotten)."""
+    async def _close_spoken_turn(self, end_rows: int | None = None) -> Turn | None:
+        """Close and store the spoken user turn (at its end point: ``end_rows`` speech rows); None when a
+        speech quota refuses it (then it is forgotten)."""
         turn = self.turn
         assert turn is not None
-        await self.context.append(ids=self.context.prompt.user_speech_close())
+        close = self.context.prompt.user_speech_close()
+        if end_rows is not None and end_rows < turn.frames:
+            # The silence after the end point leaves the context and the stored turn alike.
+            cut = turn.start_length + len(self.context.prompt.user_speech_open()) + end_rows
+            await self.context.append(ids=close, truncate_to=cut)
+            turn.keep_rows(end_rows)
+        else:
+            await self.context.append(ids=close)
         try:
             await self._persist(turn.stored(self.next_sequence))
         except SpeechQuotaExceeded as exc:
@@ -400,8 +488,12 @@ class ConverseSession:
         self.emit(events.speech_stopped(self.vad.last_voiced_ms if self.vad.last_voiced_ms >= 0 else self.vad.audio_ms))
         return turn
 
-    async def _respond(self, text_query: np.ndarray | None = None) -> None:
-        """End the user turn (persisted first) and start the assistant's response beside the listen path."""
+    async def _respond(self, text_query: np.ndarray | None = None, end_rows: int | None = None) -> None:
+        """End the user turn (persisted first) and start the assistant's response beside the listen path.
+
+        A held speculative response started at this turn's end point becomes the response (its deltas
+        go out at once); otherwise the speak path starts now from the same context.
+        """
         assert self._group is not None
         async with self._lock:
             if self.response is not None:
@@ -409,27 +501,30 @@ class ConverseSession:
             decided_ns = time.time_ns()
             turn = self.turn if self.turn is not None else Turn()
             query = text_query
+            held, self.held = self.held, None
             if query is None:
-                closed = await self._close_spoken_turn()
+                closed = await self._close_spoken_turn(end_rows)
                 if closed is None:
+                    await self._drop(held)
                     return
                 turn = closed
                 query = np.concatenate(turn.embeddings).mean(axis=0)
+            if held is not None and (held.end_rows != end_rows or held.response_id != self.next_sequence):
+                await self._drop(held)  # started on another end point (or another turn got stored since)
+                held = None
             self.turn = None
-            fork_id = await self.context.fork(self.context.prompt.user_speech_open())
+            self.end_point.reset()
             opening = self.context.prompt.assistant_open()
-            speak = SpeakPath(
-                self.models,
-                self.context.stream_id,
-                prompt_ids=opening,
-                user_embedding=query,
-                decode=self.tokenizer.decode,
-                config=SpeakConfig(
-                    max_new_tokens=self.settings.max_response_tokens,
-                    temperature=self.settings.temperature,
-                    seed=self.next_sequence,
-                ),
-            )
+            deltas = None
+            if held is not None:
+                # The held fork is this context's continuation; the context itself becomes the listen fork.
+                await self.context.append(ids=self.context.prompt.user_speech_open())
+                fork_id = self.context.adopt(held.fork_id, held.base_length)
+                speak = held.speak
+                deltas = held.commit()
+            else:
+                fork_id = await self.context.fork(self.context.prompt.user_speech_open())
+                speak = self._speak_path(self.context.stream_id, query, seed=self.next_sequence)
             response = Response(
                 id=self.next_sequence,
                 speak=speak,
@@ -441,14 +536,41 @@ class ConverseSession:
             self.response = response
             self.emit(events.response_started(response.id))
             start_turn_trace(response, self.session_id, decided_ns)
+            if held is not None:
+                stage_span(
+                    response.span,
+                    "speculation",
+                    held.started_ns,
+                    decided_ns,
+                    held_audio_ms=held.held_audio_ms,
+                    held_text_deltas=held.held_text,
+                )
             # The task inherits the current span: the speak path's Triton calls carry its traceparent.
             with trace.use_span(response.span, end_on_exit=False):
-                response.task = self._group.create_task(self._speak(response))
+                response.task = self._group.create_task(self._speak(response, deltas))
             stage_span(response.span, "respond_decision", decided_ns, time.time_ns())
 
-    async def _speak(self, response: Response) -> None:
+    def _speak_path(self, backbone_id: int, query: np.ndarray, *, seed: int) -> SpeakPath:
+        return SpeakPath(
+            self.models,
+            backbone_id,
+            prompt_ids=self.context.prompt.assistant_open(),
+            user_embedding=query,
+            decode=self.tokenizer.decode,
+            config=SpeakConfig(
+                max_new_tokens=self.settings.max_response_tokens,
+                temperature=self.settings.temperature,
+                seed=seed,
+            ),
+        )
+
+    async def _drop(self, held: HeldResponse | None) -> None:
+        self.held = held
+        await self._discard_held()
+
+    async def _speak(self, response: Response, deltas: AsyncIterator[TextDelta | AudioDelta] | None = None) -> None:
         try:
-            await playback.deliver(response, self.emit, self.playback_lead_ms)
+            await playback.deliver(response, self.emit, self.playback_lead_ms, deltas)
             await self._finish(response, interrupted=False, played_ms=response.sent_ms)
         except TritonStageError as exc:
             self._lose(exc)
@@ -506,6 +628,8 @@ class ConverseSession:
         self.next_sequence = turn.sequence + 1
 
     async def _shutdown(self) -> None:
+        with contextlib.suppress(TritonStageError):
+            await self._discard_held()
         with contextlib.suppress(TritonStageError):
             await self.listen.close()
         with contextlib.suppress(TritonStageError):

@@ -10,6 +10,11 @@ from minmo.v1 import minmo_pb2 as pb
 from orchestrator.errors import InvalidArgument
 
 DEFAULT_INSTRUCTIONS = "You are a helpful voice assistant. Answer briefly."
+_SPECULATION: dict[pb.Speculation.ValueType, bool | None] = {
+    pb.SPECULATION_UNSPECIFIED: None,
+    pb.SPECULATION_ON: True,
+    pb.SPECULATION_OFF: False,
+}
 DEFAULT_MAX_RESPONSE_TOKENS = 64
 MAX_RESPONSE_TOKENS = 1024
 
@@ -22,6 +27,7 @@ class SessionSettings:
     turn_detection: Literal["model", "client"] = "model"
     max_response_tokens: int = DEFAULT_MAX_RESPONSE_TOKENS
     temperature: float = 0.0
+    speculation: bool | None = None  # None: the server's default (minmo serve --speculation)
 
     @classmethod
     def from_proto(cls, config: pb.SessionConfig) -> SessionSettings:
@@ -44,6 +50,8 @@ class SessionSettings:
             raise InvalidArgument(f"temperature must be in [0, 2], got {config.temperature}")
         if len(config.instructions) > 4096:
             raise InvalidArgument("instructions must be at most 4096 characters")
+        if config.speculation not in _SPECULATION:  # an enum value newer than this server
+            raise InvalidArgument(f"speculation {config.speculation} is unknown: use ON, OFF or leave it unset")
         return cls(
             instructions=config.instructions or DEFAULT_INSTRUCTIONS,
             encoding="float32" if fmt.encoding == pb.AudioFormat.FLOAT32 else "pcm16",
@@ -51,6 +59,7 @@ class SessionSettings:
             turn_detection="client" if config.turn_detection == pb.TURN_DETECTION_CLIENT else "model",
             max_response_tokens=tokens,
             temperature=float(config.temperature),
+            speculation=_SPECULATION[config.speculation],
         )
 
     def to_proto(self) -> pb.SessionConfig:
@@ -63,6 +72,7 @@ class SessionSettings:
             turn_detection=pb.TURN_DETECTION_CLIENT if self.turn_detection == "client" else pb.TURN_DETECTION_MODEL,
             max_response_tokens=self.max_response_tokens,
             temperature=self.temperature,
+            speculation={value: key for key, value in _SPECULATION.items()}[self.speculation],
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -50,6 +50,11 @@ class Turn:
             embedding_dim=speech.shape[1],
         )
 
+    def keep_rows(self, rows: int) -> None:
+        """Drop the speech rows after the first ``rows`` (the silence after the turn's end point)."""
+        if rows < self.frames:
+            self.embeddings = [np.concatenate(self.embeddings)[:rows]]
+
     def add(self, embeddings: np.ndarray, stage_ms: dict[str, float]) -> None:
         if len(embeddings):
             self.embeddings.append(embeddings)

@@ -35,6 +35,27 @@ INTERRUPTIONS = Counter("minmo_interruptions_total", "Responses interrupted (bar
 ERRORS = Counter(
     "minmo_errors_total", "Errors sent to clients (error events and failed calls), by gRPC status code", ["code"]
 )
+SPECULATION = Counter(
+    "minmo_speculation_total",
+    "Speculative responses (started on a likely end of turn, held until the decision), by outcome: "
+    "started, committed (the decision came), discarded (the user went on, or the hold timed out)",
+    ["outcome"],
+)
+SPECULATION_HELD_AUDIO = Histogram(
+    "minmo_speculation_held_audio_seconds",
+    "Audio a committed speculation held ready at the decision (sent at once)",
+    buckets=(0.0, 0.2, 0.4, 0.6, 1.2, 1.8, 2.4, 3.6, 6.0),
+)
+SPECULATION_LEAD = Histogram(
+    "minmo_speculation_lead_seconds",
+    "How long before the decision a committed speculation started",
+    buckets=LATENCY_BUCKETS,
+)
+SPECULATION_DISCARDED_WORK = Counter(
+    "minmo_speculation_discarded_work_total",
+    "Work of discarded speculations: text_tokens, speech_tokens, audio_seconds",
+    ["kind"],
+)
 
 
 def record_latencies(latencies_ms: dict[str, float]) -> None:

@@ -71,6 +71,11 @@ class ServeSettings:
     namespace: str | None = None
     # Backbone weights folder with tokenizer.json; None: the smoke byte tokenizer.
     tokenizer_dir: Path | None = None
+    # Speculative responses (orchestrator.converse.speculation): the default of sessions that do not say,
+    # and what sets a turn's end point: a silence, or a respond-now probability.
+    speculation: bool = True
+    speculation_silence_ms: int = 240
+    speculation_start: float = 0.2
     # Bounds on what a client can make the server hold (orchestrator.server.bounds_config; docs/operations-bounds.md).
     first_event_seconds: float = 10.0
     session_idle_seconds: float = 300.0

@@ -88,6 +88,37 @@ def security_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 ROUTING_SETTING_NAMES = ("triton_pools", "namespace", "tokenizer_dir")
+TURN_TAKING_SETTING_NAMES = ("speculation", "speculation_silence_ms", "speculation_start")
+
+
+def add_turn_taking_flags(parser: argparse.ArgumentParser) -> None:
+    turns = parser.add_argument_group("turn taking (see docs/turn-taking.md)")
+    turns.add_argument(
+        "--speculation",
+        choices=("on", "off"),
+        default="on",
+        help="start a response on a likely end of turn, held back until the decision (sessions may override)",
+    )
+    turns.add_argument(
+        "--speculation-silence-ms",
+        type=int,
+        default=240,
+        help="silence after the user's last voice that sets a turn's end point (where the turn is closed and a "
+        "speculative response starts)",
+    )
+    turns.add_argument(
+        "--speculation-start",
+        type=float,
+        default=0.2,
+        help="or a respond-now probability above this",
+    )
+
+
+def turn_taking_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``ServeSettings`` fields the turn-taking flags set."""
+    values = {name: getattr(args, name) for name in TURN_TAKING_SETTING_NAMES}
+    values["speculation"] = values["speculation"] == "on"
+    return values
 
 
 def _pool(text: str) -> Any:

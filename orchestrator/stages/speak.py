@@ -3,8 +3,8 @@
 Stages are joined by bounded queues, so the first audio chunk is synthesised while the backbone is
 still writing the rest of the text. MinMo's voice decoder consumes groups of 5 text tokens (each as
 its input embedding ++ last-layer hidden state) and emits 15 speech tokens per group; the vocoder
-turns every 15 speech tokens (600 ms) into audio. ``cancel()`` cancels every in-flight Triton
-stream of the turn: the models see the cancellation and stop within one step.
+turns every 15 speech tokens (600 ms) into audio. ``cancel()`` sends a STOP on every in-flight
+Triton stream of the turn (never a cancelled RPC): the models stop it within one step.
 """
 
 from __future__ import annotations
@@ -139,6 +139,22 @@ class SpeakPath:
             with contextlib.suppress(TritonStageError):  # already freed by the stop itself
                 await end_sequence(self._models, self._streams[model], sequence_id, empty[model])
             self._open_sequences.pop(model, None)
+
+    async def end_backbone_sequence(self) -> None:
+        """After ``cancel``: END the sequence the text stage generated on (a discarded speculation's fork).
+
+        A response generates on the session's own context, which lives on; a speculation generates on a
+        fork of it, which nothing else will ever end.
+        """
+        stream = self._streams.get("backbone")
+        opened = stream is None
+        if stream is None:  # cancelled before the text stage opened its stream: the fork still exists
+            stream = self._models.open_stream("backbone")
+        try:
+            await end_sequence(self._models, stream, self._backbone_id, {"INPUT_IDS": np.zeros(0, np.int32)})
+        finally:
+            if opened:
+                await stream.close()
 
     async def _pipeline(self) -> None:
         groups: asyncio.Queue[_Group | np.ndarray] = asyncio.Queue(self.config.queue_size)
