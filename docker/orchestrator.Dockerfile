@@ -21,6 +21,7 @@ COPY pyproject.toml README.md ./
 COPY scripts/gen_protos.sh scripts/gen_protos.sh
 COPY protos/minmo protos/minmo
 COPY orchestrator orchestrator
+COPY minmo_contracts minmo_contracts
 COPY services services
 RUN PY=/opt/protoc/bin/python bash scripts/gen_protos.sh \
  && /opt/protoc/bin/pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .

@@ -44,6 +44,8 @@ RUN python3 -m pip install \
  && python3 -c "import transformers"  # checks its pinned tokenizers/numpy at import: what tensorrt_llm needs
 
 COPY services /opt/minmo/services
+# The tensor contracts the adapters parse with (numpy only; the orchestrator uses the same package).
+COPY minmo_contracts /opt/minmo/minmo_contracts
 COPY model_repository /opt/minmo/model_repository
 
 # NGC's Triton images carry the user triton-server (uid 1000); create it where a base lacks it.

@@ -1,4 +1,4 @@
-"""``minmo``: the command line of MinMo Serve (local stack, weights, demo)."""
+"""``minmo``: the command line of MinMo Serve (local stack, server, autoscaler, weights, imports, demo, talk, GPU)."""
 
 from __future__ import annotations
 
@@ -111,7 +111,8 @@ def _models(args: argparse.Namespace) -> int:
     return importers_cli.run(args)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """Every ``minmo`` command and flag (the docs' flags are checked against it: tests/unit/test_docs_sync.py)."""
     parser = argparse.ArgumentParser(prog="minmo", description="MinMo Serve command line")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -183,8 +184,11 @@ def main(argv: list[str] | None = None) -> int:
     from services.gpu_profile.cli import add_gpu_commands
 
     add_gpu_commands(commands)
+    return parser
 
-    args = parser.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         return int(args.run(args))
     except StackError as exc:

@@ -31,6 +31,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 
+from minmo_contracts import backbone, duplex, encoder, speech_lm, vocoder
 from orchestrator.stages.ids import new_stream_id
 from orchestrator.triton.client import TritonModels
 from orchestrator.triton_stats import scrape
@@ -47,39 +48,36 @@ async def encoder_stream(models: TritonModels, seed: int) -> None:
     bounds = [0, 3760, *range(3760 + CHUNK, pcm.size + 1, CHUNK)]
     for index, (begin, end) in enumerate(itertools.pairwise(bounds)):
         last = end >= pcm.size
-        await models.infer("encoder", {"AUDIO": pcm[begin:end]}, sequence_id=sequence, start=index == 0, end=last)
+        chunk = encoder.request(pcm[begin:end])
+        await models.infer(encoder.NAME, chunk, sequence_id=sequence, start=index == 0, end=last)
 
 
 async def duplex_stream(models: TritonModels, seed: int) -> None:
     hidden = np.random.default_rng(seed).standard_normal((40, LLM_DIM)).astype(np.float32)
     sequence = new_stream_id()
     for index in range(20):
-        frames = {"HIDDEN": hidden[2 * index : 2 * index + 2], "SPEAKING": np.array([False])}
-        await models.infer("duplex", frames, sequence_id=sequence, start=index == 0, end=index == 19)
+        frames = duplex.request(hidden[2 * index : 2 * index + 2], speaking=False)
+        await models.infer(duplex.NAME, frames, sequence_id=sequence, start=index == 0, end=index == 19)
 
 
 async def backbone_stream(models: TritonModels, seed: int) -> None:
-    stream, sequence = models.open_stream("backbone"), new_stream_id()
-    prompt = np.random.default_rng(seed).integers(10, 250, size=20).astype(np.int32)
-    request = {
-        "INPUT_IDS": prompt,
-        "MAX_NEW_TOKENS": np.array([48], np.int32),
-        "TEMPERATURE": np.array([0.0], np.float32),
-    }
+    stream, sequence = models.open_stream(backbone.NAME), new_stream_id()
+    prompt = np.random.default_rng(seed).integers(10, 250, size=20)
+    request = backbone.generate_request(prompt, max_new_tokens=48, temperature=0.0)
     async for _ in stream.request(request, sequence_id=sequence, start=True):
         pass
-    async for _ in stream.request({"INPUT_IDS": np.zeros(0, np.int32)}, sequence_id=sequence, end=True):
+    async for _ in stream.request(backbone.end_request(), sequence_id=sequence, end=True):
         pass
     await stream.close()
 
 
 async def speech_lm_stream(models: TritonModels, seed: int) -> None:
     rng = np.random.default_rng(seed)
-    stream, sequence = models.open_stream("speech_lm"), new_stream_id()
+    stream, sequence = models.open_stream(speech_lm.NAME), new_stream_id()
     for group in range(4):
-        request = {"SEMANTIC": rng.standard_normal((5, 2 * LLM_DIM)).astype(np.float32)}
-        if group == 0:
-            request["QUERY"] = rng.standard_normal(2 * LLM_DIM).astype(np.float32)
+        semantic = rng.standard_normal((5, 2 * LLM_DIM)).astype(np.float32)
+        query = rng.standard_normal(2 * LLM_DIM).astype(np.float32) if group == 0 else None
+        request = speech_lm.request(semantic, query=query)
         async for _ in stream.request(request, sequence_id=sequence, start=group == 0, end=group == 3):
             pass
     await stream.close()
@@ -87,9 +85,9 @@ async def speech_lm_stream(models: TritonModels, seed: int) -> None:
 
 async def vocoder_stream(models: TritonModels, seed: int) -> None:
     rng = np.random.default_rng(seed)
-    stream, sequence = models.open_stream("vocoder"), new_stream_id()
+    stream, sequence = models.open_stream(vocoder.NAME), new_stream_id()
     for push in range(6):
-        tokens = {"TOKENS": rng.integers(0, 6561, size=15).astype(np.int32)}
+        tokens = vocoder.request(rng.integers(0, 6561, size=15))
         async for _ in stream.request(tokens, sequence_id=sequence, start=push == 0, end=push == 5):
             pass
     await stream.close()

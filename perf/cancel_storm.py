@@ -28,13 +28,14 @@ from pathlib import Path
 import numpy as np
 from tritonclient.utils import InferenceServerException
 
+from minmo_contracts import backbone, encoder
 from orchestrator.stages.ids import new_stream_id
 from orchestrator.triton.client import TritonModels
 from orchestrator.triton.errors import TritonStageError
 from orchestrator.triton.protocol import to_inputs
 
-GENERATION = {"INPUT_IDS": np.array([1, 2, 3, 4], np.int32), "MAX_NEW_TOKENS": np.array([8], np.int32)}
-ENCODER_CHUNK = {"AUDIO": np.zeros(3840, np.float32)}
+GENERATION = backbone.generate_request([1, 2, 3, 4], max_new_tokens=8)
+ENCODER_CHUNK = encoder.request(np.zeros(3840, np.float32))
 
 
 class Tally:
@@ -48,7 +49,7 @@ class Tally:
 
 
 async def _interrupt_generation(models: TritonModels, rng: random.Random, mode: str) -> None:
-    stream = models.open_stream("backbone")
+    stream = models.open_stream(backbone.NAME)
     responses = stream.request(GENERATION, sequence_id=new_stream_id(), start=True, end=True)
     stop_after, seen = rng.randint(0, 6), 0
     try:
@@ -67,12 +68,12 @@ async def _abandon_encoder_call(models: TritonModels, rng: random.Random, mode: 
     sequence_id = new_stream_id()
     if mode == "stop":
         call = asyncio.ensure_future(
-            models.infer("encoder", ENCODER_CHUNK, sequence_id=sequence_id, start=True, end=True)
+            models.infer(encoder.NAME, ENCODER_CHUNK, sequence_id=sequence_id, start=True, end=True)
         )
     else:
         inputs = to_inputs(ENCODER_CHUNK)
         call = asyncio.ensure_future(
-            models.client.infer("encoder", inputs, sequence_id=sequence_id, sequence_start=True, sequence_end=True)
+            models.client.infer(encoder.NAME, inputs, sequence_id=sequence_id, sequence_start=True, sequence_end=True)
         )
     await asyncio.sleep(rng.random() * 0.01)
     call.cancel()

@@ -1,27 +1,21 @@
 """What a listener measures of one answer, and the same spoken turn as a direct chain of Triton calls.
 
-``TurnResult`` is shared by both paths (``perf.conversation`` for Converse): 100 ms chunks at
-real-time pace, end of speech = the last spoken chunk played out, the arrival time and length of
-every reply chunk; so time to first audio, chunk gaps, underruns and real-time factor are computed
-the same way for both.
+``TurnResult`` is shared by both paths (``perf.conversation`` for Converse, :func:`direct_turn` for
+the direct chain of :mod:`orchestrator.direct_chain`): 100 ms chunks at real-time pace, end of
+speech = the last spoken chunk played out, the arrival time and length of every reply chunk; so time
+to first audio, chunk gaps, underruns and real-time factor are computed the same way for both.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
-from orchestrator.converse.context import BackboneContext
-from orchestrator.stages.listen import ListenPath
-from orchestrator.stages.speak import AudioDelta, SpeakConfig, SpeakPath
+from orchestrator.direct_chain import ChainConfig, run_turn
+from orchestrator.stages.speak import AudioDelta, SpeakConfig
 from orchestrator.triton.client import TritonModels
-from services.backbone import ChatPrompt, SmokeByteTokenizer
-from services.duplex import Decision
-from services.duplex.policy import DecisionPolicy
 
 RATE = 16_000
 OUTPUT_RATE = 24_000
@@ -77,42 +71,27 @@ def pcm16(samples: np.ndarray) -> bytes:
     return (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
 
 
+# The direct chain as a client drives it: a chunk exists only once its 100 ms have been spoken (sent at
+# the end of its interval), and decisions in the lead silence do not count.
+DIRECT = ChainConfig(
+    chunk_samples=CHUNK, realtime=True, ignore_decisions_before_s=LEAD_S, speak=SpeakConfig(max_new_tokens=MAX_TOKENS)
+)
+
+
 async def direct_turn(triton: str, clip: np.ndarray, speech_end: int) -> TurnResult:
-    """The same turn as a direct chain of Triton calls (demo_chain's pieces), no orchestrator, no Redis."""
+    """The same turn as a direct chain of Triton calls (``orchestrator.direct_chain``), no orchestrator, no Redis."""
+    arrivals: list[float] = []
+    samples: list[int] = []
+
+    def arrived(delta: AudioDelta) -> None:
+        arrivals.append(time.perf_counter())
+        samples.append(delta.samples.size)
+
     models = TritonModels(triton)
-    tokenizer = SmokeByteTokenizer()
-    prompt = ChatPrompt(tokenizer)
-    context = BackboneContext(models, prompt)
-    await context.append(ids=prompt.user_speech_open())
-    listen = ListenPath(models, lambda embeddings: context.append(speech=embeddings))
-    gate = DecisionPolicy().new_gate()
-    embeddings: list[np.ndarray] = []
-    started = time.perf_counter()
-    result = TurnResult(end_of_speech=started + speech_end / RATE)
     try:
-        for offset in range(0, len(clip), CHUNK):
-            # A chunk exists only once its 100 ms have been spoken: sent at the end of its interval, as a client does.
-            await asyncio.sleep(max(0.0, started + (offset + CHUNK) / RATE - time.perf_counter()))
-            step = await listen.push(clip[offset : offset + CHUNK], speaking=False, end=offset + CHUNK >= len(clip))
-            embeddings.append(step.embeddings)
-            voiced = offset + CHUNK > int(LEAD_S * RATE)
-            if voiced and Decision.RESPOND_NOW in [gate.step(torch.tensor(p), speaking=False) for p in step.probs]:
-                break
-        await listen.close()
-        speak = SpeakPath(
-            models,
-            context.stream_id,
-            prompt_ids=prompt.user_speech_close() + prompt.assistant_open(),
-            user_embedding=np.concatenate(embeddings).mean(axis=0),
-            decode=tokenizer.decode,
-            config=SpeakConfig(max_new_tokens=MAX_TOKENS),
-        )
-        async for event in speak.run():
-            if isinstance(event, AudioDelta):
-                result.arrivals.append(time.perf_counter())
-                result.samples.append(event.samples.size)
-        result.acknowledged = True
-        await context.close()
+        turn = await run_turn(models, clip, DIRECT, on_audio=arrived)
     finally:
         await models.close()
-    return result
+    return TurnResult(
+        end_of_speech=turn.started + speech_end / RATE, arrivals=arrivals, samples=samples, acknowledged=True
+    )

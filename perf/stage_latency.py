@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from minmo_contracts import backbone, duplex, encoder, speech_lm, vocoder
 from orchestrator.stages.ids import new_stream_id
 from orchestrator.stages.speak import AudioDelta, SpeakConfig, SpeakPath
 from orchestrator.triton.client import TritonModels
@@ -49,15 +50,15 @@ async def bench_encoder(models: TritonModels, samples: Samples, rng: np.random.G
         await _timed(
             samples,
             "encoder: 240 ms chunk",
-            models.infer("encoder", {"AUDIO": piece}, sequence_id=stream_id, start=index == 0, end=last),
+            models.infer(encoder.NAME, encoder.request(piece), sequence_id=stream_id, start=index == 0, end=last),
         )
 
 
 async def bench_backbone_and_duplex(models: TritonModels, samples: Samples, rng: np.random.Generator) -> None:
-    session, stream = new_stream_id(), models.open_stream("backbone")
+    session, stream = new_stream_id(), models.open_stream(backbone.NAME)
     speech = rng.standard_normal((50, LLM_DIM)).astype(np.float32)
     started = time.perf_counter()
-    async for _ in stream.request({"SPEECH_EMBEDDINGS": speech}, sequence_id=session, start=True):
+    async for _ in stream.request(backbone.append_request(speech=speech), sequence_id=session, start=True):
         pass
     samples.setdefault("backbone: prefill 50 speech frames", []).append(_ms(started))
     duplex_id = new_stream_id()
@@ -66,14 +67,13 @@ async def bench_backbone_and_duplex(models: TritonModels, samples: Samples, rng:
         await _timed(
             samples,
             "duplex: 2 frames (240 ms)",
-            models.infer(
-                "duplex", {"HIDDEN": hidden, "SPEAKING": np.array([False])}, sequence_id=duplex_id, start=index == 0
-            ),
+            models.infer(duplex.NAME, duplex.request(hidden, speaking=False), sequence_id=duplex_id, start=index == 0),
         )
     started = last = time.perf_counter()
     count = 0
-    async for out in stream.request({"MAX_NEW_TOKENS": np.array([30], np.int32)}, sequence_id=session, end=True):
-        if out["TOKEN_IDS"].size == 0:
+    generation = backbone.generate_request(max_new_tokens=30)
+    async for out in stream.request(generation, sequence_id=session, end=True):
+        if backbone.BackboneOutput.read(out).token_id is None:
             continue
         now = time.perf_counter()
         name = "backbone: first token" if count == 0 else "backbone: next token"
@@ -83,11 +83,11 @@ async def bench_backbone_and_duplex(models: TritonModels, samples: Samples, rng:
 
 
 async def bench_speech_lm(models: TritonModels, samples: Samples, rng: np.random.Generator) -> None:
-    stream, stream_id = models.open_stream("speech_lm"), new_stream_id()
+    stream, stream_id = models.open_stream(speech_lm.NAME), new_stream_id()
     for group in range(4):
-        request = {"SEMANTIC": rng.standard_normal((5, 2 * LLM_DIM)).astype(np.float32)}
-        if group == 0:
-            request["QUERY"] = rng.standard_normal(2 * LLM_DIM).astype(np.float32)
+        semantic = rng.standard_normal((5, 2 * LLM_DIM)).astype(np.float32)
+        query = rng.standard_normal(2 * LLM_DIM).astype(np.float32) if group == 0 else None
+        request = speech_lm.request(semantic, query=query)
         started, first = time.perf_counter(), None
         async for _ in stream.request(request, sequence_id=stream_id, start=group == 0):
             first = first if first is not None else _ms(started)
@@ -97,11 +97,11 @@ async def bench_speech_lm(models: TritonModels, samples: Samples, rng: np.random
 
 
 async def bench_vocoder(models: TritonModels, samples: Samples, rng: np.random.Generator) -> None:
-    stream, stream_id = models.open_stream("vocoder"), new_stream_id()
+    stream, stream_id = models.open_stream(vocoder.NAME), new_stream_id()
     for index in range(6):
-        tokens = rng.integers(0, 6561, 15).astype(np.int32)
+        tokens = vocoder.request(rng.integers(0, 6561, 15))
         started = time.perf_counter()
-        async for _ in stream.request({"TOKENS": tokens}, sequence_id=stream_id, start=index == 0, end=index == 5):
+        async for _ in stream.request(tokens, sequence_id=stream_id, start=index == 0, end=index == 5):
             pass
         samples.setdefault("vocoder: 15 tokens (600 ms audio)", []).append(_ms(started))
     await stream.close()
@@ -110,9 +110,9 @@ async def bench_vocoder(models: TritonModels, samples: Samples, rng: np.random.G
 async def bench_speak_path(models: TritonModels, samples: Samples, rng: np.random.Generator) -> None:
     """Respond decision -> first audio byte, and the real-time factor of the whole reply."""
     prompt = ChatPrompt(SmokeByteTokenizer())
-    session, stream = new_stream_id(), models.open_stream("backbone")
+    session, stream = new_stream_id(), models.open_stream(backbone.NAME)
     speech = rng.standard_normal((20, LLM_DIM)).astype(np.float32)
-    opening = {"INPUT_IDS": np.array(prompt.user_speech_open(), np.int32), "SPEECH_EMBEDDINGS": speech}
+    opening = backbone.append_request(prompt.user_speech_open(), speech)
     async for _ in stream.request(opening, sequence_id=session, start=True):
         pass
     speak = SpeakPath(
@@ -130,7 +130,7 @@ async def bench_speak_path(models: TritonModels, samples: Samples, rng: np.rando
     wall_s = time.perf_counter() - started
     samples.setdefault("speak path: decision -> first audio", []).append(speak.timings.first_audio_ms or float("nan"))
     samples.setdefault("speak path: real-time factor (wall / audio)", []).append(wall_s / max(audio_s, 1e-9))
-    async for _ in stream.request({"INPUT_IDS": np.zeros(0, np.int32)}, sequence_id=session, end=True):
+    async for _ in stream.request(backbone.end_request(), sequence_id=session, end=True):
         pass
     await stream.close()
 

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from minmo_contracts import backbone
 from orchestrator.stages.ids import new_stream_id
 from orchestrator.state.records import StoredTurn
 from orchestrator.triton.client import ModelStream
@@ -25,7 +26,7 @@ class BackboneContext:
     def __init__(self, models: ModelCalls, prompt: ChatPrompt) -> None:
         self.prompt = prompt
         self.stream_id = new_stream_id()
-        self.stream: ModelStream = models.open_stream("backbone")
+        self.stream: ModelStream = models.open_stream(backbone.NAME)
         self.length = 0
         self._started = False
 
@@ -45,20 +46,15 @@ class BackboneContext:
         """
         target = self.stream_id if sequence_id is None else sequence_id
         start = fork_from != 0 or (target == self.stream_id and not self._started)
-        tensors: dict[str, np.ndarray] = {"INPUT_IDS": np.asarray(ids, np.int32)}
-        if speech is not None and len(speech):
-            tensors["SPEECH_EMBEDDINGS"] = speech.astype(np.float32)
-        if suffix:
-            tensors["SUFFIX_IDS"] = np.asarray(suffix, np.int32)
-        if truncate_to >= 0:
-            tensors["TRUNCATE_TO"] = np.array([truncate_to], np.int32)
-        if fork_from:
-            tensors["FORK_FROM"] = np.array([fork_from], np.uint64)
-        outputs = [out async for out in self.stream.request(tensors, sequence_id=target, start=start)]
+        tensors = backbone.append_request(ids, speech, suffix, truncate_to=truncate_to, fork_from=fork_from)
+        outputs = [
+            backbone.BackboneOutput.read(out)
+            async for out in self.stream.request(tensors, sequence_id=target, start=start)
+        ]
         if target == self.stream_id:
             self._started = True
-            self.length = int(outputs[-1]["CONTEXT_LENGTH"][0])
-        hidden = outputs[0]["HIDDEN"]
+            self.length = outputs[-1].context_length
+        hidden = outputs[0].hidden
         if speech is None or not len(speech):
             return hidden
         return hidden[len(ids) : len(ids) + len(speech)]
@@ -115,7 +111,7 @@ class BackboneContext:
         await self.append(ids=[*opening, *kept_ids, *closing], truncate_to=start_length - len(opening))
 
     async def close_sequence(self, sequence_id: int) -> None:
-        async for _ in self.stream.request({"INPUT_IDS": np.zeros(0, np.int32)}, sequence_id=sequence_id, end=True):
+        async for _ in self.stream.request(backbone.end_request(), sequence_id=sequence_id, end=True):
             pass
 
     async def close(self) -> None:

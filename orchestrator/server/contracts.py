@@ -2,15 +2,15 @@
 
 ``MinMoServicer`` only decodes, delegates and encodes; the work happens in handlers written against
 these Protocols. A process builds each handler from ``ServerDeps`` with a builder function
-(``build_converse_handler(deps)`` and so on; see ``orchestrator.server.wiring``).
+(``build_converse_handler(deps)`` and so on), registered in ``orchestrator.server.wiring``.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import grpc.aio
 import redis.asyncio
@@ -143,7 +143,3 @@ class SessionReader(Protocol):
     async def get(self, session_id: str) -> minmo_pb2.Session: ...
 
     async def delete(self, session_id: str) -> None: ...
-
-
-# A builder takes the process's shared clients and returns a handler (or a session store).
-Builder = Callable[[ServerDeps], Any]

@@ -1,51 +1,26 @@
-"""Builds ``MinMoServicer`` from whichever handler modules this checkout has.
+"""Builds ``MinMoServicer``: which handler serves which part of the API, imported and registered here.
 
-The handlers are imported lazily by name, so a process whose checkout lacks one still serves the
-rest, and answers UNIMPLEMENTED for the missing method (with a warning in the log). Only the named
-module or function being absent counts as "not installed": a module that fails to import for any
-other reason is a bug and fails the start.
+The four builders are imported directly, so this file is the main edge of the code: from here a
+reader (or a tool following imports) reaches the Converse sessions, the Transcribe and Synthesize
+tasks and the session store. A handler that fails to import fails the start; a servicer built
+without a handler (tests do) answers UNIMPLEMENTED for its methods.
 """
 
 from __future__ import annotations
 
-import importlib
-import logging
-from typing import Any
-
-from orchestrator.server.contracts import Builder, ServerDeps
+from orchestrator.converse.handler import build_converse_handler
+from orchestrator.server.contracts import ServerDeps
 from orchestrator.server.servicer import MinMoServicer
-
-logger = logging.getLogger(__name__)
-
-BUILDERS = {
-    "sessions": "orchestrator.server.sessions:build_session_reader",
-    "converse": "orchestrator.converse.handler:build_converse_handler",
-    "transcribe": "orchestrator.tasks.handlers:build_transcribe_handler",
-    "synthesize": "orchestrator.tasks.handlers:build_synthesize_handler",
-}
-
-
-def load_builder(spec: str) -> Builder | None:
-    """The builder ``module:function`` names, or None when the module or function does not exist (yet)."""
-    module_name, _, function = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        absent = exc.name is not None and (module_name == exc.name or module_name.startswith(exc.name + "."))
-        if not absent:
-            raise
-        return None
-    builder: Builder | None = getattr(module, function, None)
-    return builder
+from orchestrator.server.sessions import build_session_reader
+from orchestrator.tasks.handlers import build_synthesize_handler, build_transcribe_handler
 
 
 def build_servicer(deps: ServerDeps) -> MinMoServicer:
-    handlers: dict[str, Any] = {}
-    for role, spec in BUILDERS.items():
-        builder = load_builder(spec)
-        if builder is None:
-            logger.warning("%s is not installed: the %s methods answer UNIMPLEMENTED", spec, role)
-            handlers[role] = None
-        else:
-            handlers[role] = builder(deps)
-    return MinMoServicer(**handlers, admission=deps.admission, first_event_seconds=deps.settings.first_event_seconds)
+    return MinMoServicer(
+        sessions=build_session_reader(deps),
+        converse=build_converse_handler(deps),
+        transcribe=build_transcribe_handler(deps),
+        synthesize=build_synthesize_handler(deps),
+        admission=deps.admission,
+        first_event_seconds=deps.settings.first_event_seconds,
+    )

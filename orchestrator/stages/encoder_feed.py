@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from minmo_contracts import encoder
 from orchestrator.stages.ids import new_stream_id
 from orchestrator.triton.routed import ModelCalls
 
@@ -44,25 +45,24 @@ class EncoderFeed:
             return np.zeros((0, self._width), np.float32)
         audio = np.concatenate(self._held) if len(self._held) > 1 else self._held[0] if self._held else pcm[:0]
         self._held, self._held_samples = [], 0
-        encoded = await self._models.infer(
-            "encoder",
-            {"AUDIO": audio.astype(np.float32)},
+        outputs = await self._models.infer(
+            encoder.NAME,
+            encoder.request(audio),
             sequence_id=self.sequence_id,
             start=not self.started,
             end=end,
         )
         self.requests += 1
         self.started = not end
-        embeddings = encoded["EMBEDDINGS"]
+        encoded = encoder.EncoderOutput.read(outputs)
+        embeddings = encoded.embeddings
         self._width = embeddings.shape[1] if embeddings.ndim == 2 else self._width
-        needed = encoded.get("SAMPLES_NEEDED")
-        self._needed = int(needed.reshape(-1)[0]) if needed is not None and needed.size else 0
+        self._needed = encoded.samples_needed
         return embeddings
 
     async def close(self) -> None:
         """End the stream on Triton without encoding what is held (the caller is done with it)."""
         self._held, self._held_samples = [], 0
         if self.started:
-            silence = {"AUDIO": np.zeros(0, np.float32)}
-            await self._models.infer("encoder", silence, sequence_id=self.sequence_id, end=True)
+            await self._models.infer(encoder.NAME, encoder.end_request(), sequence_id=self.sequence_id, end=True)
             self.started = False

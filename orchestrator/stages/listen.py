@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from minmo_contracts import duplex
 from orchestrator.stages.encoder_feed import EncoderFeed
 from orchestrator.stages.ids import new_stream_id
 from orchestrator.triton.routed import ModelCalls
@@ -57,23 +58,18 @@ class ListenPath:
         timings["backbone_prefill"] = (time.perf_counter() - started) * 1000
         started = time.perf_counter()
         decided = await self._models.infer(
-            "duplex",
-            {"HIDDEN": hidden, "SPEAKING": np.array([speaking])},
+            duplex.NAME,
+            duplex.request(hidden, speaking=speaking),
             sequence_id=self.duplex_id,
             start=not self._duplex_started,
         )
         self._duplex_started = True
         timings["duplex"] = (time.perf_counter() - started) * 1000
-        return ListenStep(embeddings, hidden, decided["PROBS"], timings)
+        return ListenStep(embeddings, hidden, duplex.DuplexOutput.read(decided).probs, timings)
 
     async def close(self) -> None:
         """Free the duplex window and the encoder stream on Triton."""
         if self._duplex_started:
-            await self._models.infer(
-                "duplex",
-                {"HIDDEN": np.zeros((0, 1), np.float32), "SPEAKING": np.zeros(0, bool)},
-                sequence_id=self.duplex_id,
-                end=True,
-            )
+            await self._models.infer(duplex.NAME, duplex.end_request(), sequence_id=self.duplex_id, end=True)
             self._duplex_started = False
         await self.encoder.close()

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from minmo_contracts import backbone, speech_lm, vocoder
+from orchestrator.stages.grouping import SpeechGrouping
 from orchestrator.stages.ids import new_stream_id
 from orchestrator.triton.client import ModelStream
 from orchestrator.triton.errors import TritonStageError
@@ -37,12 +39,9 @@ class AudioDelta:
 
 
 @dataclass(frozen=True)
-class SpeakConfig:
+class SpeakConfig(SpeechGrouping):
     max_new_tokens: int = 64
-    text_per_group: int = 5
-    tokens_per_group: int = 15
-    first_chunk_tokens: int = 15
-    max_tail_tokens: int = 60
+    first_chunk_tokens: int = 15  # speech tokens of the first vocoder request; later ones take a group each
     queue_size: int = 8
     temperature: float = 0.0
     seed: int = 0
@@ -134,7 +133,7 @@ class SpeakPath:
         time) would otherwise keep its state until the idle timeout. A sequence whose END was already
         sent (the speech LM's last group) needs nothing, and nothing waits for it.
         """
-        empty = {"speech_lm": {"MAX_TOKENS": np.array([0], np.int32)}, "vocoder": {"TOKENS": np.zeros(0, np.int32)}}
+        empty = {speech_lm.NAME: speech_lm.end_request(), vocoder.NAME: vocoder.end_request()}
         for model, sequence_id in list(self._open_sequences.items()):
             with contextlib.suppress(TritonStageError):  # already freed by the stop itself
                 await end_sequence(self._models, self._streams[model], sequence_id, empty[model])
@@ -146,12 +145,12 @@ class SpeakPath:
         A response generates on the session's own context, which lives on; a speculation generates on a
         fork of it, which nothing else will ever end.
         """
-        stream = self._streams.get("backbone")
+        stream = self._streams.get(backbone.NAME)
         opened = stream is None
         if stream is None:  # cancelled before the text stage opened its stream: the fork still exists
-            stream = self._models.open_stream("backbone")
+            stream = self._models.open_stream(backbone.NAME)
         try:
-            await end_sequence(self._models, stream, self._backbone_id, {"INPUT_IDS": np.zeros(0, np.int32)})
+            await end_sequence(self._models, stream, self._backbone_id, backbone.end_request())
         finally:
             if opened:
                 await stream.close()
@@ -182,19 +181,20 @@ class SpeakPath:
         return stream
 
     async def _text_stage(self, groups: asyncio.Queue[_Group | np.ndarray]) -> None:
-        stream = self._open("backbone")
+        stream = self._open(backbone.NAME)
         pending: list[np.ndarray] = []
-        request: dict[str, np.ndarray] = {
-            "INPUT_IDS": np.array(self._prompt_ids, np.int32),
-            "MAX_NEW_TOKENS": np.array([self.config.max_new_tokens], np.int32),
-            "TEMPERATURE": np.array([self.config.temperature], np.float32),
-            "RANDOM_SEED": np.array([self.config.seed], np.uint64),
-        }
-        async for out in stream.request(request, sequence_id=self._backbone_id):
-            if out["TOKEN_IDS"].size == 0:
+        request = backbone.generate_request(
+            self._prompt_ids,
+            max_new_tokens=self.config.max_new_tokens,
+            temperature=self.config.temperature,
+            seed=self.config.seed,
+        )
+        async for outputs in stream.request(request, sequence_id=self._backbone_id):
+            out = backbone.BackboneOutput.read(outputs)
+            if out.token_id is None:
                 continue  # the prefill response of the assistant prompt
-            token_id = int(out["TOKEN_IDS"][0])
-            hidden, embedding = out["HIDDEN"][0], out["EMBEDDINGS"][0]
+            token_id = out.token_id
+            hidden, embedding = out.hidden[0], out.embeddings[0]
             if not self.token_ids:
                 self.timings.first_token_ms = self.timings.since_start()
                 await groups.put(np.concatenate([self._user_embedding, hidden]).astype(np.float32))
@@ -210,7 +210,7 @@ class SpeakPath:
         await groups.put(_Group(tail, last=True))
 
     async def _speech_token_stage(self, groups: asyncio.Queue[_Group | np.ndarray], tokens: asyncio.Queue) -> None:
-        stream = self._open("speech_lm")
+        stream = self._open(speech_lm.NAME)
         stream_id = new_stream_id()
         query: np.ndarray | None = None
         started = False
@@ -219,23 +219,20 @@ class SpeakPath:
             if isinstance(item, np.ndarray):
                 query = item
                 continue
-            request: dict[str, np.ndarray] = {
-                "SEMANTIC": item.vectors,
-                "MAX_TOKENS": np.array(
-                    [self.config.max_tail_tokens if item.last else self.config.tokens_per_group], np.int32
-                ),
-                "UNTIL_EOS": np.array([item.last]),
-            }
-            if not started:
-                if query is None:  # no text at all: nothing to say
-                    break
-                request["QUERY"] = query
+            if not started and query is None:  # no text at all: nothing to say
+                break
+            request = speech_lm.request(
+                item.vectors,
+                query=None if started else query,
+                max_tokens=self.config.max_tail_tokens if item.last else self.config.tokens_per_group,
+                until_eos=item.last,
+            )
             if item.last:
-                self._open_sequences.pop("speech_lm", None)  # its END goes with this request
+                self._open_sequences.pop(speech_lm.NAME, None)  # its END goes with this request
             else:
-                self._open_sequences["speech_lm"] = stream_id
+                self._open_sequences[speech_lm.NAME] = stream_id
             async for out in stream.request(request, sequence_id=stream_id, start=not started, end=item.last):
-                for token in out["SPEECH_TOKENS"].tolist():
+                for token in speech_lm.SpeechLMOutput.read(out).speech_tokens.tolist():
                     if self.timings.first_speech_token_ms is None:
                         self.timings.first_speech_token_ms = self.timings.since_start()
                     self.timings.speech_tokens += 1
@@ -246,7 +243,7 @@ class SpeakPath:
         await tokens.put(None)
 
     async def _audio_stage(self, tokens: asyncio.Queue[int | None]) -> None:
-        stream = self._open("vocoder")
+        stream = self._open(vocoder.NAME)
         stream_id = new_stream_id()
         buffer: list[int] = []
         started = False
@@ -260,23 +257,23 @@ class SpeakPath:
             end = token is None
             if buffer or (end and started):
                 if end:
-                    self._open_sequences.pop("vocoder", None)  # its END goes with this request
+                    self._open_sequences.pop(vocoder.NAME, None)  # its END goes with this request
                 else:
-                    self._open_sequences["vocoder"] = stream_id
+                    self._open_sequences[vocoder.NAME] = stream_id
                 async for out in stream.request(
-                    {"TOKENS": np.array(buffer, np.int32)}, sequence_id=stream_id, start=not started, end=end
+                    vocoder.request(buffer), sequence_id=stream_id, start=not started, end=end
                 ):
-                    await self._emit_audio(out)
+                    await self._emit_audio(vocoder.VocoderOutput.read(out))
                 started = True
                 buffer = []
             if end:
                 return
 
-    async def _emit_audio(self, out: dict[str, np.ndarray]) -> None:
-        samples = out["AUDIO"]
+    async def _emit_audio(self, out: vocoder.VocoderOutput) -> None:
+        samples = out.audio
         if samples.size == 0:
             return
         if self.timings.first_audio_ms is None:
             self.timings.first_audio_ms = self.timings.since_start()
         self.timings.samples += samples.size
-        await self._events.put(AudioDelta(samples, int(out["SAMPLE_OFFSET"][0])))
+        await self._events.put(AudioDelta(samples, out.sample_offset))

@@ -8,6 +8,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from minmo_contracts import backbone
 from orchestrator.triton.client import ModelStream
 from orchestrator.triton.routed import ModelCalls
 from orchestrator.triton.sequences import end_sequence
@@ -35,4 +36,4 @@ async def drain(responses: AsyncIterator[dict[str, np.ndarray]]) -> list[dict[st
 
 async def end_backbone_session(models: ModelCalls, stream: ModelStream, session_id: int) -> None:
     """Send END for a backbone session (its state is kept on a stop, so it must be ended explicitly)."""
-    await end_sequence(models, stream, session_id, {"MAX_NEW_TOKENS": np.array([0], np.int32)})
+    await end_sequence(models, stream, session_id, backbone.end_request())

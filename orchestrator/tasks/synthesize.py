@@ -18,7 +18,7 @@ code. The query's user-input half is likewise the mean over the instruction turn
 Long text is spoken segment by segment (``text_segments``) into one vocoder stream, so the audio
 is continuous and exactly 960 samples per speech token. Everything runs in the caller's task:
 speech_lm keeps generating on the server while the vocoder renders, and closing the iterator
-cancels what is in flight and ends every stream still open.
+stops what is in flight (a STOP to the model, never a cancelled RPC) and ends every stream still open.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from minmo_contracts import backbone, speech_lm, vocoder
+from orchestrator.stages.grouping import SpeechGrouping
 from orchestrator.stages.ids import new_stream_id
 from orchestrator.tasks.prompts import check_synthesis_text, text_segments
 from orchestrator.tasks.streams import closing, drain, end_backbone_session
@@ -44,12 +46,8 @@ SECONDS_PER_SPEECH_TOKEN = 0.04  # 25 Hz speech tokens: 960 samples of 24 kHz au
 
 
 @dataclass(frozen=True)
-class SynthesizeConfig:
+class SynthesizeConfig(SpeechGrouping):
     tokens_per_chunk: int = 15  # speech tokens per vocoder request: 600 ms of audio
-    text_per_group: int = 5  # speech_lm's text : speech interleave is 5 : tokens_per_group
-    tokens_per_group: int = 15
-    # After the last text of a segment speech_lm runs until end-of-speech; this bounds a model that never stops.
-    max_tail_tokens: int = 60
     # Text tokens per segment: bounds the backbone and speech_lm contexts (200 -> ~860 speech_lm positions).
     max_segment_tokens: int = 200
     temperature: float = 0.0  # speech_lm sampling; 0 is greedy, the same audio for the same request
@@ -113,32 +111,33 @@ class Synthesizer:
         assert isinstance(user_ids, list)
         prefix_ids = user_ids + self._prompt.assistant_open()
         streams = _Streams(
-            self._models.open_stream("backbone"),
-            self._models.open_stream("speech_lm"),
-            self._models.open_stream("vocoder"),
+            self._models.open_stream(backbone.NAME),
+            self._models.open_stream(speech_lm.NAME),
+            self._models.open_stream(vocoder.NAME),
             new_stream_id(),
             new_stream_id(),
         )
         try:
-            (prefix,) = await drain(
+            (prefix_outputs,) = await drain(
                 streams.backbone.request(
-                    {"INPUT_IDS": np.array(prefix_ids, np.int32)}, sequence_id=streams.session_id, start=True
+                    backbone.append_request(prefix_ids), sequence_id=streams.session_id, start=True
                 )
             )
             streams.session_open = True
-            prefix_length = int(prefix["CONTEXT_LENGTH"][0])
+            prefix = backbone.BackboneOutput.read(prefix_outputs)
             user_input = _token_vectors(prefix, len(prefix_ids))[: len(user_ids)].mean(axis=0)
-            last_hidden = prefix["HIDDEN"][-1]
+            last_hidden = prefix.hidden[-1]
             pending: list[int] = []
             for ids in segments:
-                (out,) = await drain(
+                (outputs,) = await drain(
                     streams.backbone.request(
-                        {"INPUT_IDS": np.array(ids, np.int32), "TRUNCATE_TO": np.array([prefix_length], np.int32)},
+                        backbone.append_request(ids, truncate_to=prefix.context_length),
                         sequence_id=streams.session_id,
                     )
                 )
+                out = backbone.BackboneOutput.read(outputs)
                 query = np.concatenate([user_input, last_hidden])
-                previous = np.concatenate([last_hidden[None], out["HIDDEN"][:-1]])
+                previous = np.concatenate([last_hidden[None], out.hidden[:-1]])
                 semantic = np.concatenate([_token_vectors(out, len(ids)), previous], axis=1)
                 # Closed explicitly: an abandoned inner generator would keep its speech_lm request running.
                 async with closing(self._speak_segment(streams, query, semantic, pending, speaker)) as spoken:
@@ -160,18 +159,18 @@ class Synthesizer:
         """One speech_lm stream over a segment (it interleaves the groups itself); audio per 15 tokens."""
         c = self.config
         full_groups = len(semantic) // c.text_per_group
-        request = {
-            "QUERY": query.astype(np.float32),
-            "SEMANTIC": semantic.astype(np.float32),
-            "MAX_TOKENS": np.array([full_groups * c.tokens_per_group + c.max_tail_tokens], np.int32),
-            "UNTIL_EOS": np.array([True]),
-            "TEMPERATURE": np.array([c.temperature], np.float32),
-            "RANDOM_SEED": np.array([0], np.uint64),
-        }
+        request = speech_lm.request(
+            semantic,
+            query=query,
+            max_tokens=full_groups * c.tokens_per_group + c.max_tail_tokens,
+            until_eos=True,
+            temperature=c.temperature,
+            seed=0,
+        )
         responses = streams.speech_lm.request(request, sequence_id=new_stream_id(), start=True, end=True)
         async with closing(responses) as out:
             async for response in out:
-                pending.extend(int(t) for t in response["SPEECH_TOKENS"])
+                pending.extend(int(t) for t in speech_lm.SpeechLMOutput.read(response).speech_tokens)
                 if len(pending) >= c.tokens_per_chunk:
                     for audio in await self._vocode(streams, pending, speaker, end=False):
                         yield audio
@@ -185,16 +184,15 @@ class Synthesizer:
         """
         if not pending and not streams.vocoder_open:
             return []  # no speech at all: nothing to flush
-        request: dict[str, np.ndarray] = {"TOKENS": np.array(pending, np.int32)}
         start = not streams.vocoder_open
-        if start and speaker is not None:
-            request["SPEAKER"] = speaker.astype(np.float32)
+        request = vocoder.request(pending, speaker=speaker if start else None)
         pending.clear()
         streams.vocoder_open = True
         outputs = await drain(streams.vocoder.request(request, sequence_id=streams.vocoder_id, start=start, end=end))
         if end:
             streams.vocoder_open = False
-        return [out["AUDIO"] for out in outputs if out["AUDIO"].size]
+        audio = [vocoder.VocoderOutput.read(out).audio for out in outputs]
+        return [samples for samples in audio if samples.size]
 
     async def _close(self, streams: _Streams) -> None:
         """End the backbone session and an unfinished vocoder stream; speech_lm streams end with their request."""
@@ -203,9 +201,7 @@ class Synthesizer:
                 # A cancelled vocoder request already freed its stream on Triton (per-turn state).
                 if streams.vocoder_open and not streams.vocoder.cancelled:
                     await drain(
-                        streams.vocoder.request(
-                            {"TOKENS": np.zeros(0, np.int32)}, sequence_id=streams.vocoder_id, end=True
-                        )
+                        streams.vocoder.request(vocoder.end_request(), sequence_id=streams.vocoder_id, end=True)
                     )
                 if streams.session_open:
                     await end_backbone_session(self._models, streams.backbone, streams.session_id)
@@ -216,9 +212,8 @@ class Synthesizer:
                 await stream.close()
 
 
-def _token_vectors(prefill: dict[str, np.ndarray], count: int) -> np.ndarray:
+def _token_vectors(prefill: backbone.BackboneOutput, count: int) -> np.ndarray:
     """Input embeddings of the appended tokens when the backbone returns them, else their HIDDEN (see above)."""
-    embeddings = prefill["EMBEDDINGS"]
-    if embeddings.ndim == 2 and embeddings.shape[0] == count:
-        return embeddings
-    return prefill["HIDDEN"]
+    if prefill.embeddings.ndim == 2 and prefill.embeddings.shape[0] == count:
+        return prefill.embeddings
+    return prefill.hidden

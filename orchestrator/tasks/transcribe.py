@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from minmo_contracts import backbone
 from orchestrator.audio import MODEL_RATE
 from orchestrator.stages.encoder_feed import EncoderFeed
 from orchestrator.stages.ids import new_stream_id
@@ -104,24 +105,19 @@ class Transcriber:
         spec = transcribe_spec(task, target_language, max_new_tokens=self.config.max_new_tokens)
         open_ids = self._prompt.user_speech_open(spec.instruction)
         answer_ids = self._prompt.user_speech_close() + self._prompt.assistant_open()
-        streams = _Streams(self._models.open_stream("backbone"), new_stream_id(), EncoderFeed(self._models))
+        streams = _Streams(self._models.open_stream(backbone.NAME), new_stream_id(), EncoderFeed(self._models))
         try:
             await drain(
-                streams.backbone.request(
-                    {"INPUT_IDS": np.array(open_ids, np.int32)}, sequence_id=streams.session_id, start=True
-                )
+                streams.backbone.request(backbone.append_request(open_ids), sequence_id=streams.session_id, start=True)
             )
             streams.session_open = True
             await self._listen(audio, streams)
             decoder = IncrementalDecoder(self._tokenizer.decode)
-            request = {
-                "INPUT_IDS": np.array(answer_ids, np.int32),
-                "MAX_NEW_TOKENS": np.array([spec.max_new_tokens], np.int32),
-                "TEMPERATURE": np.array([0.0], np.float32),
-            }
+            request = backbone.generate_request(answer_ids, max_new_tokens=spec.max_new_tokens, temperature=0.0)
             async with closing(streams.backbone.request(request, sequence_id=streams.session_id)) as out:
                 async for response in out:
-                    if response["TOKEN_IDS"].size and (delta := decoder.push(int(response["TOKEN_IDS"][0]))):
+                    token_id = backbone.BackboneOutput.read(response).token_id
+                    if token_id is not None and (delta := decoder.push(token_id)):
                         yield delta
             if tail := decoder.flush():
                 yield tail
@@ -150,9 +146,7 @@ class Transcriber:
         embeddings = await streams.encoder.push(pcm, end=end)
         if embeddings.shape[0]:
             await drain(
-                streams.backbone.request(
-                    {"SPEECH_EMBEDDINGS": embeddings.astype(np.float32)}, sequence_id=streams.session_id
-                )
+                streams.backbone.request(backbone.append_request(speech=embeddings), sequence_id=streams.session_id)
             )
 
     async def _close(self, streams: _Streams) -> None:

@@ -1,4 +1,7 @@
-"""One gRPC channel to Triton, unary calls for the stateless-response models, streams for the rest.
+"""One Triton server's client: unary calls for the models that answer once (encoder, duplex), streams for the rest.
+
+Unary calls go through tritonclient's aio client; the decoupled models' streams through a gRPC channel
+of our own (:mod:`orchestrator.triton.stream` says why they are never cancelled).
 
 Every model is stateful (sequence batching), so every call names its stream by ``sequence_id`` and
 marks its first and last request with ``start`` / ``end``.

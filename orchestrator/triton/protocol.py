@@ -10,11 +10,12 @@ import tritonclient.grpc.aio as triton_aio
 from tritonclient.grpc import service_pb2
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
+from minmo_contracts import controls
 from orchestrator.triton.errors import TritonCapacityError, TritonStageError, TritonUnavailableError
 from services.common.stream_state import CAPACITY_MARKER
 from services.triton.responses import INVALID_PREFIX
 
-Tensors = Mapping[str, np.ndarray]
+Tensors = Mapping[str, np.ndarray]  # built by minmo_contracts, batch dimension added here
 # Texts by which Triton (unary status, sequence batcher, dtype checks) and our adapters (streamed
 # errors carry no status code) mark a request the caller must fix.
 _INVALID_MARKERS = ("INVALID_ARG", INVALID_PREFIX, "must specify the START flag", "unexpected")
@@ -93,6 +94,4 @@ def classify(model: str, exc: Exception) -> TritonStageError:
 
 def stop_request(model: str, request_id: str, *, sequence_id: int) -> service_pb2.ModelInferRequest:
     """Ask a decoupled model to stop request ``request_id`` of ``sequence_id`` (see ``ModelStream.cancel``)."""
-    return stream_request(
-        model, request_id, {"STOP": np.array([True])}, sequence_id=sequence_id, start=False, end=False
-    )
+    return stream_request(model, request_id, controls.stop_request(), sequence_id=sequence_id, start=False, end=False)

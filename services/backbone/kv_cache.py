@@ -2,8 +2,9 @@
 
 A session (one conversation, one listen-path fork, one speech-LM stream) owns one cache. The
 storage grows by doubling up to ``max_length`` (the model's ``max_position_embeddings``), so a short
-session does not pay for the longest possible context. ``fork()`` and ``truncate()`` exist because
-barge-in forks the context for the listen path and later cuts the assistant turn to what was played.
+session does not pay for the longest possible context. ``fork()`` exists because the listen path
+appends to a copy of the context while the assistant speaks (and a speculative response generates on
+one), ``truncate()`` because a barge-in cuts the assistant turn to what was played.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Qwen chat layout (ChatML) as segments: token-id lists and slots for speech embeddings.
 
 The live path feeds a session piece by piece (speech arrives in chunks between ``user_speech_open``
-and ``user_speech_close``); after a failover or an eviction the orchestrator rebuilds the same
+and ``user_speech_close``); after a failover or an expired stream the orchestrator rebuilds the same
 context from the Redis history with :meth:`ChatPrompt.conversation` and :func:`feed`. Both paths
 use these functions, so a rebuilt context is position-for-position the live one.
 

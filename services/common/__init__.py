@@ -1,1 +1,1 @@
-"""Helpers shared by every stage: weights files, seeding, per-stream state, Triton parameters."""
+"""Helpers shared by every stage: weights files and stage configs, serving precision, seeding, per-stream state."""

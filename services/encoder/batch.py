@@ -1,4 +1,4 @@
-"""Encoding the pending frames of many encoder streams in one network pass (one scheduler step).
+"""Encoding the pending frames of many encoder streams in one network pass (one kernel call for Triton's batch).
 
 The Triton adapter prepares each request's stream (:meth:`EncoderStream.prepare`: validation and
 frontend, stream by stream) and then calls :func:`encode_batch` once for all of them; when that

@@ -3,7 +3,7 @@
 One function, :meth:`SpeechEncoder.forward_packed`, runs the network on the new LFR frames of many
 streams at once, given each stream's :class:`EncoderState` (position and per-layer K/V caches). The
 whole-utterance path (:meth:`SpeechEncoder.forward_frames`) is that call for one stream with empty
-caches; :func:`~services.encoder.batch.encode_batch` is it for the streams of a scheduler step.
+caches; :func:`~services.encoder.batch.encode_batch` is it for the streams of one Triton batch.
 """
 
 from __future__ import annotations

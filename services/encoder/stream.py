@@ -8,7 +8,7 @@ flushes the LFR tail and the partial last chunk. Concatenating everything it ret
 look ahead (``fsmn_right_context`` 0, the smoke and minmo presets); imported SenseVoice weights look
 ahead, and their stream is a measured approximation (docs/real-model.md).
 
-A push has two halves so that a scheduler can step many sessions together: :meth:`EncoderStream.prepare`
+A push has two halves so that one network pass serves many sessions (Triton's batch): :meth:`EncoderStream.prepare`
 (validation and frontend, per stream) and :func:`~services.encoder.batch.encode_batch` (one network
 pass for all prepared streams). :meth:`EncoderStream.push` is the two for one stream.
 """

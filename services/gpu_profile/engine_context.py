@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from minmo_contracts.backbone import INPUT_IDS, SUFFIX_IDS
+
 
 @dataclass(frozen=True)
 class EngineInput:
@@ -62,7 +64,7 @@ def to_engine_input(
     another request's KV blocks, see :mod:`services.gpu_profile.executor_requests`); without, text
     positions get 0 and speech rows a hash of their content.
     """
-    for name, ids in (("INPUT_IDS", input_ids), ("SUFFIX_IDS", suffix_ids)):
+    for name, ids in ((INPUT_IDS.name, input_ids), (SUFFIX_IDS.name, suffix_ids)):
         bad = [i for i in ids if not 0 <= i < vocab_size]
         if bad:
             raise ValueError(f"{name} holds ids outside [0, {vocab_size}): {bad[:5]}")

@@ -37,10 +37,10 @@ from typing import Any
 
 import numpy as np
 
+from minmo_contracts.backbone import BackboneRequest
 from services.gpu_profile.engine_context import EngineInput
 from services.gpu_profile.hidden_states import HIDDEN_OUTPUT
 from services.gpu_profile.trtllm_adapter import EngineContractError, EngineStep
-from services.triton.contracts import BackboneRequest
 
 CONTEXT_OUTPUT = f"context_{HIDDEN_OUTPUT}"
 GENERATION_OUTPUT = f"generation_{HIDDEN_OUTPUT}"

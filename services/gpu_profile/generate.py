@@ -3,8 +3,10 @@
 Layout written to ``--out``: ``backbone/`` (a Python model driving the TensorRT-LLM executor itself,
 same contract as the CPU backbone) and the KIND_GPU variants of ``encoder``, ``duplex``,
 ``speech_lm``, ``vocoder`` whose ``1/model.py`` are the CPU profile's own adapters: the contract and
-the code are shared, only placement and dtype differ. There is no ``tensorrt_llm`` model: Triton's
-TensorRT-LLM backend cannot return the engine's hidden states (services/gpu_profile/executor_requests.py).
+the code are shared, only placement and dtype differ. The configs are the CPU definitions placed on
+the GPU (:mod:`services.gpu_profile.configs`), filled from the values. There is no ``tensorrt_llm``
+model: Triton's TensorRT-LLM backend cannot return the engine's hidden states
+(services/gpu_profile/executor_requests.py).
 """
 
 from __future__ import annotations
@@ -12,16 +14,21 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from services.gpu_profile.configs import gpu_configs
 from services.gpu_profile.templating import render_all
 from services.gpu_profile.values import STAGES, STEP_SCHEDULED, GpuValues
+from services.model_configs.pbtxt import render
+from services.model_configs.repository import CPU_REPOSITORY
 
+# The GPU backbone's model.py; the stages reuse the CPU adapters.
 TEMPLATES = Path(__file__).parent / "templates"
-CPU_REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
 MODELS = ("backbone", *STAGES)
+
+__all__ = ["CPU_REPOSITORY", "MODELS", "TEMPLATES", "render_configs", "template_values", "write_repository"]
 
 
 def template_values(values: GpuValues) -> dict[str, str]:
-    """The flat strings the templates read; derived ones (dtype names, CSV lists) are computed here."""
+    """The flat strings the configs' ``${...}`` read; derived ones (dtype names, CSV lists) are computed here."""
     flat = {
         "engine_dir": values.engine_dir,
         "weights_dir": values.weights_dir,
@@ -42,7 +49,8 @@ def template_values(values: GpuValues) -> dict[str, str]:
 
 
 def render_configs(values: GpuValues) -> dict[str, str]:
-    templates = {model: (TEMPLATES / f"{model}.pbtxt").read_text() for model in MODELS}
+    configs = gpu_configs()
+    templates = {model: render(configs[model]) for model in MODELS}
     return render_all(templates, template_values(values))
 
 

@@ -18,7 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from minmo_contracts.backbone import BackboneOutput
 from services.gpu_profile.engine_context import EngineContext
+from services.triton.contracts import batched
 
 Tensors = dict[str, np.ndarray]
 
@@ -36,13 +38,8 @@ class EngineStep:
 
 
 def response(token_ids: list[int], hidden: np.ndarray, embeddings: np.ndarray, length: int) -> Tensors:
-    """Our backbone outputs (model_repository/backbone/config.pbtxt), batch dimension included."""
-    return {
-        "TOKEN_IDS": np.asarray(token_ids, np.int32)[None],
-        "HIDDEN": np.asarray(hidden, np.float32)[None],
-        "EMBEDDINGS": np.asarray(embeddings, np.float32)[None],
-        "CONTEXT_LENGTH": np.array([[length]], np.int32),
-    }
+    """Our backbone outputs (:class:`minmo_contracts.backbone.BackboneOutput`), batch dimension included."""
+    return batched(BackboneOutput(np.asarray(token_ids, np.int32), hidden, embeddings, length).tensors())
 
 
 def backbone_responses(

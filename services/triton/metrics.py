@@ -19,7 +19,8 @@ from services.triton.batching import BatchObserver
 
 # Metric updates travel from the stub to the server over the same IPC channel as responses; the
 # Python backend does not promise that concurrent updates from several threads are safe, and a
-# model here updates from its worker threads and its idle sweeper. One lock serialises them.
+# model here updates from Triton's execute() thread, its scheduler (or worker) threads and its idle
+# sweeper. One lock serialises them.
 METRICS_LOCK = threading.Lock()
 
 COMPUTE_SECONDS = "minmo_compute_seconds_total"

@@ -1,9 +1,11 @@
 """Run work for many streams concurrently while keeping each stream's requests in arrival order.
 
-A decoupled model's ``execute()`` must return quickly so Triton can hand it the next request (another
-session's prefill, or the cancellation of a running generation). The work therefore runs on a small
-thread pool; torch releases the GIL inside its kernels, so streams overlap. Requests of one stream
-must still run one after another and in order, which a plain pool does not promise.
+The thread-per-stream path of a decoupled model that computes nothing itself (the GPU profile's backbone,
+which waits on its TensorRT-LLM executor; the models that compute batch on a step scheduler instead,
+:mod:`services.triton.scheduler`). Its ``execute()`` must return quickly so Triton can hand it the
+next request (another session's prefill, a STOP of a running generation), so the work runs on a small
+thread pool, each thread mostly waiting on the engine. Requests of one stream must still run one after
+another and in order, which a plain pool does not promise.
 """
 
 from __future__ import annotations

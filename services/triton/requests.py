@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from services.triton.contracts import Getter
-from services.triton.tensors import InvalidInputError
+from minmo_contracts.controls import SEQUENCE_END, SEQUENCE_START, STOP
+from minmo_contracts.validation import Getter, InvalidInputError
 
 
 @dataclass(frozen=True)
@@ -26,12 +26,14 @@ def sequence_flags(request: Any) -> SequenceFlags:
             "this model is stateful: send a non-zero sequence_id (correlation id) with every request"
         )
 
-    return SequenceFlags(stream_id=stream_id, start=_bool_input(request, "START"), end=_bool_input(request, "END"))
+    return SequenceFlags(
+        stream_id=stream_id, start=_bool_input(request, SEQUENCE_START), end=_bool_input(request, SEQUENCE_END)
+    )
 
 
 def stop_requested(request: Any) -> bool:
     """A STOP request asks to end the request of its stream that has the same request id (no other input counts)."""
-    return _bool_input(request, "STOP")
+    return _bool_input(request, STOP.name)
 
 
 def _bool_input(request: Any, name: str) -> bool:
@@ -43,7 +45,7 @@ def _bool_input(request: Any, name: str) -> bool:
 
 
 def input_getter(request: Any) -> Getter:
-    """A getter over the request's inputs for the ``parse`` methods in :mod:`services.triton.contracts`."""
+    """A getter over the request's inputs for the contracts' ``parse`` methods (:mod:`minmo_contracts`)."""
     import triton_python_backend_utils as pb_utils
 
     def get(name: str) -> np.ndarray | None:

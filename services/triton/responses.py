@@ -1,8 +1,10 @@
 """Decoupled response discipline: every stream ends with the FINAL flag, also on error or cancel.
 
 CosyVoice's Triton runtime shows what happens otherwise: a client waits forever for a stream that
-died with an exception. Here the adapter hands a generator of responses to :func:`stream_responses`,
-which stops it when the client cancels and always closes the stream.
+died with an exception. Here every last response goes through :func:`send_final`: the step
+scheduler's requests end there (:class:`~services.triton.serving.ModelServing`), and on the
+thread-per-stream path :func:`stream_responses` drives a generator of responses, stops it when the
+client cancels or sends STOP, and always closes the stream.
 """
 
 from __future__ import annotations

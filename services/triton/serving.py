@@ -10,7 +10,7 @@ when the request failed), stops a generation when its stream sends STOP, counts 
 on Triton's metrics, and turns exceptions into INVALID_ARG / INTERNAL errors.
 
 ``stream_all`` is the thread-per-stream path for a decoupled model that computes nothing itself
-(the GPU profile's BLS in front of TensorRT-LLM, whose engine batches in flight).
+(the GPU profile's backbone, which waits on a TensorRT-LLM executor that batches in flight).
 """
 
 from __future__ import annotations

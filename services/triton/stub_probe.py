@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from minmo_contracts.controls import STOP
+
 _DEAD_MARKERS = ("is not healthy", "is not ready", "unknown model", "Stub process")
 
 
@@ -84,7 +86,7 @@ def _probe_unary(client: Any, grpcclient: Any, model: str, config: dict[str, Any
 def _probe_decoupled(url: str, grpcclient: Any, model: str, timeout: float) -> ProbeResult:
     """On its own client: a stream still waiting for its answer is left open (see ``main``)."""
     answers: queue.Queue[tuple[Any, Any]] = queue.Queue()
-    stop = grpcclient.InferInput("STOP", [1, 1], "BOOL")
+    stop = grpcclient.InferInput(STOP.name, [1, 1], "BOOL")
     stop.set_data_from_numpy(np.ones((1, 1), np.bool_))
     client = grpcclient.InferenceServerClient(url)
     client.start_stream(callback=lambda result, error: answers.put((result, error)))
@@ -119,7 +121,7 @@ def probe(url: str, timeout: float) -> list[ProbeResult]:
                 continue
             config = client.get_model_config(model, as_json=True)["config"]
             decoupled = config.get("model_transaction_policy", {}).get("decoupled", False)
-            has_stop = any(spec["name"] == "STOP" for spec in config.get("input", []))
+            has_stop = any(spec["name"] == STOP.name for spec in config.get("input", []))
             if decoupled and has_stop:
                 results.append(_probe_decoupled(url, grpcclient, model, timeout))
             elif decoupled:

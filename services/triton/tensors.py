@@ -1,60 +1,9 @@
-"""Input validation for the Triton adapters: every bad tensor becomes an :class:`InvalidInputError`
-whose message names the tensor and says what was expected, so the client can fix its request."""
+"""Input validation for the Triton adapters: defined with the contracts (:mod:`minmo_contracts.validation`).
 
-from __future__ import annotations
+Kept as this name because the adapters' helpers (serving, responses, the GPU backbone) import
+:class:`InvalidInputError` from here; it is the same class.
+"""
 
-from collections.abc import Sequence
+from minmo_contracts.validation import InvalidInputError, check_array, scalar, strip_batch
 
-import numpy as np
-
-
-class InvalidInputError(ValueError):
-    """A request tensor is malformed; the adapter answers it with INVALID_ARG and keeps serving."""
-
-
-def check_array(
-    name: str,
-    array: np.ndarray,
-    *,
-    dtypes: Sequence[type | np.dtype],
-    ndim: int,
-    allow_empty: bool = False,
-    width: int | None = None,
-) -> np.ndarray:
-    """Return ``array`` if it has one of ``dtypes``, ``ndim`` dimensions, and finite values."""
-    allowed = [np.dtype(d) for d in dtypes]
-    if array.dtype not in allowed:
-        names = " or ".join(d.name for d in allowed)
-        raise InvalidInputError(f"input {name} must be {names}, got {array.dtype.name}")
-    if array.ndim != ndim:
-        raise InvalidInputError(f"input {name} must have {ndim} dimension(s), got shape {list(array.shape)}")
-    if not allow_empty and array.size == 0:
-        raise InvalidInputError(f"input {name} is empty")
-    if width is not None and array.shape[-1] != width:
-        raise InvalidInputError(f"input {name} must have {width} values in its last dimension, got {array.shape[-1]}")
-    if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
-        raise InvalidInputError(f"input {name} contains NaN or Inf values")
-    return array
-
-
-def scalar(name: str, array: np.ndarray | None, default: float | int | bool) -> float | int | bool:
-    """Read a one-element control tensor (any leading batch dims), or ``default`` when absent."""
-    if array is None:
-        return default
-    if array.size != 1:
-        raise InvalidInputError(f"input {name} must hold exactly one value, got shape {list(array.shape)}")
-    value = array.reshape(-1)[0]
-    if isinstance(default, bool):
-        return bool(value)
-    if isinstance(default, int):
-        return int(value)
-    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(value):
-        raise InvalidInputError(f"input {name} must be finite")
-    return float(value)
-
-
-def strip_batch(name: str, array: np.ndarray) -> np.ndarray:
-    """Drop the leading batch dimension of size 1 that ``max_batch_size: 1`` adds to every input."""
-    if array.ndim == 0 or array.shape[0] != 1:
-        raise InvalidInputError(f"input {name} must carry a batch dimension of 1, got shape {list(array.shape)}")
-    return array[0]
+__all__ = ["InvalidInputError", "check_array", "scalar", "strip_batch"]

@@ -11,12 +11,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import triton_python_backend_utils as pb_utils
 
+from minmo_contracts.backbone import BackboneOutput, BackboneRequest
 from services import backbone
 from services.backbone.tokenizer import ENDOFTEXT
 from services.triton.batching import JobSteps, Work
-from services.triton.contracts import BackboneRequest
+from services.triton.contracts import response
 from services.triton.precision import serve
 from services.triton.requests import SequenceFlags, input_getter
 from services.triton.serving import ModelServing
@@ -89,11 +89,4 @@ class TritonPythonModel:
 
 
 def _response(token_ids: np.ndarray, hidden: torch.Tensor, embeddings: torch.Tensor, length: int) -> Any:
-    return pb_utils.InferenceResponse(
-        [
-            pb_utils.Tensor("TOKEN_IDS", token_ids[None]),
-            pb_utils.Tensor("HIDDEN", hidden.float().numpy()[None]),
-            pb_utils.Tensor("EMBEDDINGS", embeddings.float().numpy()[None]),
-            pb_utils.Tensor("CONTEXT_LENGTH", np.array([[length]], dtype=np.int32)),
-        ]
-    )
+    return response(BackboneOutput(token_ids, hidden.float().numpy(), embeddings.float().numpy(), length).tensors())

@@ -9,11 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import triton_python_backend_utils as pb_utils
 
+from minmo_contracts.duplex import DuplexOutput, DuplexRequest
 from services import duplex
 from services.triton.batching import JobSteps, Work
-from services.triton.contracts import DuplexRequest
+from services.triton.contracts import response
 from services.triton.precision import serve
 from services.triton.requests import SequenceFlags, input_getter
 from services.triton.serving import ModelServing
@@ -44,4 +44,4 @@ class TritonPythonModel:
         if parsed.hidden.shape[0]:
             work = stream.prepare(torch.from_numpy(parsed.hidden), torch.from_numpy(parsed.speaking))
             probs = yield Work(work)
-        yield pb_utils.InferenceResponse([pb_utils.Tensor("PROBS", probs.float().cpu().numpy()[None])])
+        yield response(DuplexOutput(probs.float().cpu().numpy()).tensors())

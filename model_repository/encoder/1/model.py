@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
-import triton_python_backend_utils as pb_utils
 
+from minmo_contracts.encoder import EncoderOutput, EncoderRequest
 from services import encoder
 from services.triton.batching import JobSteps, Work
-from services.triton.contracts import EncoderRequest
+from services.triton.contracts import response
 from services.triton.precision import serve
 from services.triton.requests import SequenceFlags, input_getter
 from services.triton.serving import ModelServing
@@ -42,11 +41,5 @@ class TritonPythonModel:
         stream = self.serving.streams.open_or_get(flags, self.model.new_stream)
         offset = stream.frames_emitted
         embeddings = yield Work(stream.prepare(parsed.audio, final=flags.end))
-        yield pb_utils.InferenceResponse(
-            [
-                pb_utils.Tensor("EMBEDDINGS", embeddings.float().cpu().numpy()[None]),
-                pb_utils.Tensor("FRAME_OFFSET", np.array([[offset]], dtype=np.int64)),
-                # What the client may wait for before its next request: fewer samples come back empty.
-                pb_utils.Tensor("SAMPLES_NEEDED", np.array([[stream.samples_needed]], dtype=np.int64)),
-            ]
-        )
+        # samples_needed: what the client may wait for before its next request (fewer come back empty).
+        yield response(EncoderOutput(embeddings.float().cpu().numpy(), offset, stream.samples_needed).tensors())

@@ -10,11 +10,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import triton_python_backend_utils as pb_utils
 
+from minmo_contracts.speech_lm import SpeechLMOutput, SpeechLMRequest
 from services import speech_lm
 from services.triton.batching import JobSteps, Work
-from services.triton.contracts import SpeechLMRequest
+from services.triton.contracts import response
 from services.triton.precision import serve
 from services.triton.requests import SequenceFlags, input_getter
 from services.triton.serving import ModelServing
@@ -68,15 +68,6 @@ class TritonPythonModel:
             token = generation.take((yield Work((stream, rows))))
             if token is None:
                 break
-            yield _response([token], end_of_speech=False)
+            yield response(SpeechLMOutput(np.array([token], np.int32), end_of_speech=False).tensors())
         if job.until_eos and generation.emitted < job.max_tokens:
-            yield _response([], end_of_speech=True)
-
-
-def _response(tokens: list[int], *, end_of_speech: bool) -> Any:
-    return pb_utils.InferenceResponse(
-        [
-            pb_utils.Tensor("SPEECH_TOKENS", np.array([tokens], dtype=np.int32)),
-            pb_utils.Tensor("END_OF_SPEECH", np.array([[end_of_speech]], dtype=np.bool_)),
-        ]
-    )
+            yield response(SpeechLMOutput(np.zeros(0, np.int32), end_of_speech=True).tensors())

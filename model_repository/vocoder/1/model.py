@@ -10,11 +10,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import triton_python_backend_utils as pb_utils
 
+from minmo_contracts.vocoder import VocoderOutput, VocoderRequest
 from services import vocoder
 from services.triton.batching import JobSteps, Work
-from services.triton.contracts import VocoderRequest
+from services.triton.contracts import response
 from services.triton.precision import serve
 from services.triton.requests import SequenceFlags, input_getter
 from services.triton.serving import ModelServing
@@ -47,9 +47,4 @@ class TritonPythonModel:
         stream = self.serving.streams.open_or_get(flags, lambda: self.model.new_stream(speaker))
         offset = stream.samples_emitted
         audio = yield Work(stream.prepare(torch.from_numpy(job.tokens), final=flags.end))
-        yield pb_utils.InferenceResponse(
-            [
-                pb_utils.Tensor("AUDIO", np.asarray(audio, dtype=np.float32)[None]),
-                pb_utils.Tensor("SAMPLE_OFFSET", np.array([[offset]], dtype=np.int64)),
-            ]
-        )
+        yield response(VocoderOutput(np.asarray(audio, dtype=np.float32), offset).tensors())
