@@ -28,14 +28,13 @@ RUN PY=/opt/protoc/bin/python bash scripts/gen_protos.sh \
 
 # --- runtime -------------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE}
-# The package depends on torch (the shared services/ code); the CPU wheel keeps the image small.
-ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+# The package's own dependencies are the orchestrator's (no torch): the models' extras are not installed here.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY --from=build /wheels /wheels
-RUN pip install --extra-index-url "${TORCH_INDEX_URL}" /wheels/*.whl \
+RUN pip install /wheels/*.whl \
  && rm -rf /wheels \
  && groupadd --gid 10001 minmo \
  && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin minmo

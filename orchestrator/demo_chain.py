@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from minmo_contracts.tokenizer import SmokeByteTokenizer
 from orchestrator.direct_chain import INPUT_RATE, ChainConfig, run_turn
 from orchestrator.stages.speak import AudioDelta, SpeakConfig
 from orchestrator.triton.client import TritonModels
 from orchestrator.triton_stats import MODELS, Snapshot, diff, format_table, scrape
-from services.backbone import SmokeByteTokenizer
-from services.duplex.synth import espeak
+from services.speech_synth import espeak
 
 OUTPUT_RATE = 24_000
 CHUNK_MS = 200

@@ -16,15 +16,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
+from minmo_contracts.prompt import ChatPrompt
+from minmo_contracts.tokenizer import SmokeByteTokenizer, Tokenizer
+from minmo_contracts.turn_taking import Decision, DecisionPolicy
 from orchestrator.converse.context import BackboneContext
 from orchestrator.stages.listen import ListenPath
 from orchestrator.stages.speak import AudioDelta, SpeakConfig, SpeakPath, SpeakTimings, TextDelta
 from orchestrator.triton.routed import ModelCalls
-from services.backbone import ChatPrompt, SmokeByteTokenizer, Tokenizer
-from services.duplex import Decision
-from services.duplex.policy import DecisionPolicy
 
 INPUT_RATE = 16_000
 
@@ -79,7 +78,7 @@ async def run_turn(
         user_embeddings.append(step.embeddings)
         if offset + chunk <= int(config.ignore_decisions_before_s * INPUT_RATE):
             continue
-        if Decision.RESPOND_NOW in [gate.step(torch.tensor(p), speaking=False) for p in step.probs]:
+        if Decision.RESPOND_NOW in [gate.step(p, speaking=False) for p in step.probs]:
             respond_at_s = (offset + len(piece)) / INPUT_RATE
             break
     await listen.close()

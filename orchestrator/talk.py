@@ -25,7 +25,7 @@ import soxr
 from minmo.v1 import minmo_pb2 as pb
 from minmo.v1 import minmo_pb2_grpc
 
-from services.duplex.synth import espeak
+from services.speech_synth import espeak
 
 RATE = 16_000
 CHUNK_MS = 100

@@ -22,7 +22,7 @@ from minmo.v1 import minmo_pb2 as pb
 from minmo.v1 import minmo_pb2_grpc
 
 from perf.scenario import CHUNK, LEAD_S, MAX_TOKENS, RATE, STAGES, TurnResult, pcm16
-from services.duplex.synth import espeak
+from services.speech_synth import espeak
 
 FIRST_QUESTION = "Hello there. What is the weather like today?"
 BARGE_IN = "Wait, stop. Tell me about the weekend instead."

@@ -14,12 +14,11 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from minmo_contracts import backbone
+from minmo_contracts.prompt import ChatPrompt, Segment, SpeechSlot, SpeechTurn, TextTurn, Turn
 from orchestrator.stages.ids import new_stream_id
 from orchestrator.state.records import StoredTurn
 from orchestrator.triton.client import ModelStream
 from orchestrator.triton.routed import ModelCalls
-from services.backbone import ChatPrompt, SpeechSlot, SpeechTurn, TextTurn
-from services.backbone.prompt import Segment, Turn
 
 
 class BackboneContext:

@@ -25,6 +25,7 @@ from typing import Any
 
 from minmo.v1 import minmo_pb2 as pb
 
+from minmo_contracts.tokenizer import Tokenizer
 from orchestrator.converse import commands, events
 from orchestrator.converse.session import DEFAULT_IDLE_SECONDS, DEFAULT_MAX_QUEUED_EVENTS, ConverseSession
 from orchestrator.converse.settings import SessionSettings
@@ -46,7 +47,6 @@ from orchestrator.state.records import StoredTurn
 from orchestrator.state.store import MB, SessionStore
 from orchestrator.triton.errors import TritonStageError
 from orchestrator.triton.routed import ModelCalls
-from services.backbone.tokenizer import Tokenizer
 
 DEFAULT_MAX_CALL_SECONDS = 3600.0
 RELEASE_BOUND_SECONDS = 1.0  # the most a call's end waits to give its lease back

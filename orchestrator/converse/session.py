@@ -36,10 +36,12 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import numpy as np
-import torch
 from minmo.v1 import minmo_pb2 as pb
 from opentelemetry import trace
 
+from minmo_contracts.prompt import ChatPrompt
+from minmo_contracts.tokenizer import SmokeByteTokenizer, Tokenizer
+from minmo_contracts.turn_taking import Decision, DecisionPolicy
 from orchestrator.audio import AudioFormatError, InputAudioDecoder
 from orchestrator.converse import commands, events, playback
 from orchestrator.converse.context import BackboneContext, token_count_for_played
@@ -59,8 +61,6 @@ from orchestrator.state.records import StoredTurn
 from orchestrator.state.store import SessionStore, SpeechQuotaExceeded
 from orchestrator.triton.errors import TritonCapacityError, TritonStageError
 from orchestrator.triton.routed import ModelCalls
-from services.backbone import ChatPrompt, SmokeByteTokenizer, Tokenizer
-from services.duplex import Decision, DecisionPolicy
 
 IDLE_TURN_FRAMES = 50  # 6 s of listening without speech
 RETRY_SECONDS = 1.0  # between two rebuilds of the Triton-side state while Triton stays unavailable
@@ -335,7 +335,7 @@ class ConverseSession:
                     self.turn = None
                     self.end_point.reset()
         for frame, probs in enumerate(step.probs):
-            decision = self.gate.step(torch.from_numpy(probs.copy()), speaking)
+            decision = self.gate.step(probs, speaking)
             if self.settings.turn_detection != "model":
                 continue
             if self.response is None and self.turn is not None and self.turn.voiced:

@@ -21,8 +21,8 @@ from orchestrator.routing.pools import PoolSpec
 from orchestrator.triton.client import TritonModels
 
 if TYPE_CHECKING:
+    from minmo_contracts.tokenizer import Tokenizer
     from orchestrator.routing.sessions import SessionRouting
-    from services.backbone.tokenizer import Tokenizer
 
 SERVICE_NAME = "minmo.v1.MinMo"
 

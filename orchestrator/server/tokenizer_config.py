@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from services.backbone.tokenizer import Tokenizer
-from services.backbone.tokenizer_hf import TOKENIZER_FILE, load_tokenizer
+from minmo_contracts.tokenizer import Tokenizer
+from minmo_contracts.tokenizer_hf import TOKENIZER_FILE, load_tokenizer
 
 
 class TokenizerConfigError(ValueError):

@@ -13,13 +13,13 @@ from typing import Any
 import numpy as np
 from minmo.v1 import minmo_pb2 as pb
 
+from minmo_contracts.tokenizer import Tokenizer
 from orchestrator.audio import AudioFormatError, InputAudioDecoder, encode_pcm16_24k
 from orchestrator.errors import InvalidArgument
 from orchestrator.routing.sessions import SessionRouting
 from orchestrator.tasks.prompts import TaskInputError
 from orchestrator.tasks.synthesize import Synthesizer
 from orchestrator.tasks.transcribe import Transcriber
-from services.backbone.tokenizer import Tokenizer
 
 _TASKS = {
     pb.TRANSCRIBE_TASK_UNSPECIFIED: "ASR",

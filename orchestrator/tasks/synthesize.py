@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from minmo_contracts import backbone, speech_lm, vocoder
+from minmo_contracts.prompt import ChatPrompt
+from minmo_contracts.tokenizer import SmokeByteTokenizer, Tokenizer
 from orchestrator.stages.grouping import SpeechGrouping
 from orchestrator.stages.ids import new_stream_id
 from orchestrator.tasks.prompts import check_synthesis_text, text_segments
@@ -39,7 +41,6 @@ from orchestrator.tasks.voice import SpeakerEmbedder, decode_voice_prompt, smoke
 from orchestrator.triton.client import ModelStream
 from orchestrator.triton.errors import TritonStageError
 from orchestrator.triton.routed import ModelCalls
-from services.backbone import ChatPrompt, SmokeByteTokenizer, Tokenizer
 
 log = logging.getLogger(__name__)
 SECONDS_PER_SPEECH_TOKEN = 0.04  # 25 Hz speech tokens: 960 samples of 24 kHz audio each

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from minmo_contracts import backbone
+from minmo_contracts.prompt import ChatPrompt
+from minmo_contracts.tokenizer import SmokeByteTokenizer, Tokenizer
 from orchestrator.audio import MODEL_RATE
 from orchestrator.stages.encoder_feed import EncoderFeed
 from orchestrator.stages.ids import new_stream_id
@@ -29,7 +31,6 @@ from orchestrator.tasks.streams import closing, drain, end_backbone_session
 from orchestrator.triton.client import ModelStream
 from orchestrator.triton.errors import TritonStageError
 from orchestrator.triton.routed import ModelCalls
-from services.backbone import ChatPrompt, SmokeByteTokenizer, Tokenizer
 
 log = logging.getLogger(__name__)
 

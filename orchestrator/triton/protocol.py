@@ -11,9 +11,8 @@ from tritonclient.grpc import service_pb2
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from minmo_contracts import controls
+from minmo_contracts.errors import CAPACITY_MARKER, INVALID_PREFIX
 from orchestrator.triton.errors import TritonCapacityError, TritonStageError, TritonUnavailableError
-from services.common.stream_state import CAPACITY_MARKER
-from services.triton.responses import INVALID_PREFIX
 
 Tensors = Mapping[str, np.ndarray]  # built by minmo_contracts, batch dimension added here
 # Texts by which Triton (unary status, sequence batcher, dtype checks) and our adapters (streamed

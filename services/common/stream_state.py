@@ -20,6 +20,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from minmo_contracts.errors import CAPACITY_MARKER
+
 StateT = TypeVar("StateT")
 
 
@@ -35,10 +37,6 @@ class UnknownStreamError(KeyError):
             f"unknown stream {self.stream_id!r}: it was never started, was closed, or expired after "
             "being idle; start it again with start=true"
         )
-
-
-# In the text of a refusal at capacity: streamed errors carry only text, so the text says what it is.
-CAPACITY_MARKER = "[MODEL_AT_CAPACITY]"
 
 
 class StreamCapacityError(RuntimeError):

@@ -11,23 +11,15 @@ however long the session runs. Streams step together through
 
 from __future__ import annotations
 
-from enum import IntEnum
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from minmo_contracts.turn_taking import NUM_CLASSES, Decision
 from services.duplex.batch import DuplexWork, WindowRows, score_batch
 from services.duplex.config import DuplexConfig
 
-
-class Decision(IntEnum):
-    KEEP_LISTENING = 0
-    RESPOND_NOW = 1
-    STOP_SPEAKING = 2
-
-
-NUM_CLASSES = len(Decision)
+__all__ = ["NUM_CLASSES", "Decision", "DuplexPredictor", "DuplexStream"]
 
 
 class WindowedSelfAttention(nn.Module):

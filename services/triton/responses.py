@@ -13,10 +13,9 @@ import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from minmo_contracts.errors import INVALID_PREFIX
 from services.common.stream_state import StreamCapacityError, UnknownStreamError
 from services.triton.tensors import InvalidInputError
-
-INVALID_PREFIX = "invalid request: "
 
 
 def error_for(exc: BaseException) -> Any:

@@ -23,7 +23,9 @@ IDS = ["orchestrator", "triton"]
 
 def pyproject_pins() -> dict[str, str]:
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
-    requirements = project["dependencies"] + project["optional-dependencies"]["dev"]
+    extras = project["optional-dependencies"]
+    requirements = [r for name in extras for r in extras[name] if not r.startswith("minmo-serve")]
+    requirements += project["dependencies"]
     pins = {}
     for requirement in requirements:
         match = re.fullmatch(r"([A-Za-z0-9_.-]+)(?:\[[^]]*\])?==(\S+)", requirement)

@@ -12,7 +12,7 @@ import numpy as np
 from minmo.v1 import minmo_pb2 as pb
 from minmo.v1 import minmo_pb2_grpc
 
-from services.duplex.synth import espeak
+from services.speech_synth import espeak
 
 CHUNK = 3200  # 200 ms at 16 kHz
 

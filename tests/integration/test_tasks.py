@@ -23,7 +23,7 @@ from orchestrator.tasks.prompts import text_segments
 from orchestrator.tasks.transcribe import IncrementalDecoder
 from orchestrator.triton.client import TritonModels
 from services.backbone import SmokeByteTokenizer
-from services.duplex.synth import espeak
+from services.speech_synth import espeak
 from tests.integration.helpers import open_streams
 
 SENTENCE = "Please book a table for two at seven tonight."
