@@ -8,6 +8,9 @@ import pytest
 
 from orchestrator.devstack.triton_launcher import TritonProcess
 from orchestrator.triton.client import TritonModels
+from tests.integration.autoscaler_fixtures import api, prefix, redis
+
+__all__ = ["api", "prefix", "redis"]  # the autoscaler tests' fixtures
 
 
 @pytest.fixture(autouse=True)

@@ -14,7 +14,6 @@ import shutil
 import subprocess
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,13 +33,12 @@ from orchestrator.autoscaler.kube import KubernetesPools, bounded_api_client
 from orchestrator.autoscaler.lease import LeaseElector
 from orchestrator.autoscaler.redis_client import build_redis
 from orchestrator.devstack.triton_launcher import free_port
+from tests.integration.autoscaler_fixtures import NS
 from tests.integration.fake_kube_api import FakeKubernetesApiServer, Recorded, deployment, pod
 from tests.integration.fake_prometheus import FakePrometheus
 from tests.integration.pki import TestCA
 from tests.integration.silent_server import SilentServer
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
-NS = "minmo"
 LEASE = "minmo-autoscaler"
 LEASE_PATH = f"/apis/coordination.k8s.io/v1/namespaces/{NS}/leases"
 SCALE_PATH = f"/apis/apps/v1/namespaces/{NS}/deployments/demo-triton-all/scale"
@@ -59,31 +57,6 @@ class Clock:
 
     def wall(self) -> datetime:
         return datetime.now(UTC) + timedelta(seconds=self.offset)
-
-
-@pytest.fixture
-def api() -> Iterator[FakeKubernetesApiServer]:
-    with FakeKubernetesApiServer(NS).running() as server:
-        yield server
-
-
-@pytest.fixture
-def prefix() -> str:
-    return f"test:{uuid.uuid4().hex}:minmo:"
-
-
-@pytest.fixture
-def redis(prefix: str) -> Iterator[Redis]:
-    connection = Redis.from_url(REDIS_URL)
-    try:
-        connection.ping()
-    except RedisError as exc:
-        pytest.fail(f"no Redis at {REDIS_URL} ({exc}): `minmo stack up` starts one")
-    yield connection
-    leftover = list(connection.scan_iter(match=f"{prefix}*"))
-    if leftover:
-        connection.delete(*leftover)
-    connection.close()
 
 
 def pin(redis: Redis, prefix: str, pod_name: str, session: str) -> None:

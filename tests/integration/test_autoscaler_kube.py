@@ -11,7 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -20,17 +19,15 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 from redis import Redis
-from redis.exceptions import RedisError
 
 from orchestrator.autoscaler.config import PoolConfig, parse_config
 from orchestrator.autoscaler.controller import Autoscaler
 from orchestrator.autoscaler.demand import NoLatency, RedisPins
 from orchestrator.autoscaler.kube import ClusterError, KubernetesPools, bounded_api_client
 from orchestrator.autoscaler.lease import LeaseElector
+from tests.integration.autoscaler_fixtures import NS, REDIS_URL
 from tests.integration.fake_kube_api import FakeKubernetesApiServer, deployment, pod
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
-NS = "minmo"
 LEASE_PATH = f"/apis/coordination.k8s.io/v1/namespaces/{NS}/leases"
 SCALE_PATH = f"/apis/apps/v1/namespaces/{NS}/deployments/demo-triton-all/scale"
 
@@ -48,31 +45,6 @@ class Clock:
 
     def wall(self) -> datetime:
         return self.start + timedelta(seconds=self.seconds - 1000.0)
-
-
-@pytest.fixture
-def api() -> Iterator[FakeKubernetesApiServer]:
-    with FakeKubernetesApiServer(NS).running() as server:
-        yield server
-
-
-@pytest.fixture
-def prefix() -> str:
-    return f"test:{uuid.uuid4().hex}:minmo:"
-
-
-@pytest.fixture
-def redis(prefix: str) -> Iterator[Redis]:
-    connection = Redis.from_url(REDIS_URL)
-    try:
-        connection.ping()
-    except RedisError as exc:
-        pytest.fail(f"no Redis at {REDIS_URL} ({exc}): `minmo stack up` starts one")
-    yield connection
-    leftover = list(connection.scan_iter(match=f"{prefix}*"))
-    if leftover:
-        connection.delete(*leftover)
-    connection.close()
 
 
 def elector(api: FakeKubernetesApiServer, identity: str, clock: Clock, lease_seconds: int = 45) -> LeaseElector:
