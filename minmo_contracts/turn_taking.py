@@ -7,6 +7,12 @@ assistant's state allows it (respond only while the assistant is silent, stop on
 and cannot fire again until its probability has fallen below ``rearm_threshold`` (hysteresis against
 flicker around the threshold). The predictor's evaluation (``services.duplex.evaluate``) uses this
 same policy, so its figures are the runtime's; the orchestrator uses it without torch.
+
+*Respond now* also waits for ``min_silence_ms`` of silence since the user's last voice (the session's
+VAD; the evaluation reads the dialogue's own timings). A pause inside a turn is short (0.2-0.4 s in
+the held-out monologues) and the predictor, which cannot count silent frames reliably, sometimes
+fires in one; the floor makes that impossible at no cost to a real turn end, which the predictor
+marks later anyway (``docs/turn-taking.md`` measures both).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ class Decision(IntEnum):
 
 
 NUM_CLASSES = len(Decision)
+MIN_SILENCE_MS = 0
 
 
 @dataclass(frozen=True)
@@ -32,6 +39,7 @@ class DecisionPolicy:
     respond_threshold: float = 0.5
     stop_threshold: float = 0.5
     rearm_threshold: float = 0.3
+    min_silence_ms: int = MIN_SILENCE_MS  # respond only after this much silence since the user's voice
 
     def __post_init__(self) -> None:
         for name in ("respond_threshold", "stop_threshold"):
@@ -40,18 +48,24 @@ class DecisionPolicy:
                 raise ValueError(f"DecisionPolicy.{name} must be in (0, 1), got {value}")
             if self.rearm_threshold > value:
                 raise ValueError(f"DecisionPolicy.rearm_threshold {self.rearm_threshold} exceeds {name} {value}")
+        if self.min_silence_ms < 0:
+            raise ValueError(f"DecisionPolicy.min_silence_ms must be >= 0, got {self.min_silence_ms}")
 
     def new_gate(self) -> DecisionGate:
         return DecisionGate(self)
 
     def decide(
-        self, probs: Sequence[Sequence[float]] | np.ndarray, speaking: Sequence[bool] | np.ndarray
+        self,
+        probs: Sequence[Sequence[float]] | np.ndarray,
+        speaking: Sequence[bool] | np.ndarray,
+        silence_ms: Sequence[int] | np.ndarray | None = None,
     ) -> list[Decision]:
-        """Decisions for a whole sequence: ``probs`` [T, 3], ``speaking`` [T] (a fresh gate)."""
+        """Decisions for a whole sequence: ``probs`` [T, 3], ``speaking`` [T], ``silence_ms`` [T] (a fresh gate)."""
         gate = self.new_gate()
         rows = np.asarray(probs, dtype=np.float64)
         flags = np.asarray(speaking, dtype=bool).reshape(-1)
-        return [gate.step(p, bool(s)) for p, s in zip(rows, flags, strict=True)]
+        silences = [None] * len(flags) if silence_ms is None else [int(x) for x in np.asarray(silence_ms).reshape(-1)]
+        return [gate.step(p, bool(s), q) for p, s, q in zip(rows, flags, silences, strict=True)]
 
 
 class DecisionGate:
@@ -61,8 +75,9 @@ class DecisionGate:
         self.policy = policy
         self._armed = {Decision.RESPOND_NOW: True, Decision.STOP_SPEAKING: True}
 
-    def step(self, probs: Sequence[float] | np.ndarray, speaking: bool) -> Decision:
-        """Decision for one frame's probabilities [3] (any array-like, a CPU tensor too) given the assistant's state."""
+    def step(self, probs: Sequence[float] | np.ndarray, speaking: bool, silence_ms: int | None = None) -> Decision:
+        """Decision for one frame's probabilities [3] (any array-like, a CPU tensor too) given the assistant's state
+        and the silence since the user's last voice (None: unknown, no floor)."""
         p = np.asarray(probs, dtype=np.float64)
         if p.shape != (NUM_CLASSES,):
             raise ValueError(f"probs must be [3] (keep, respond, stop), got {tuple(p.shape)}")
@@ -71,6 +86,8 @@ class DecisionGate:
                 self._armed[action] = True
         action = Decision.STOP_SPEAKING if speaking else Decision.RESPOND_NOW
         threshold = self.policy.stop_threshold if speaking else self.policy.respond_threshold
+        if action == Decision.RESPOND_NOW and silence_ms is not None and silence_ms < self.policy.min_silence_ms:
+            return Decision.KEEP_LISTENING  # still armed: it fires once the silence is long enough
         if self._armed[action] and p[action] > threshold:
             self._armed[action] = False
             return action

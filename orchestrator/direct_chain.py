@@ -20,6 +20,7 @@ import numpy as np
 from minmo_contracts.prompt import ChatPrompt
 from minmo_contracts.tokenizer import SmokeByteTokenizer, Tokenizer
 from minmo_contracts.turn_taking import Decision, DecisionPolicy
+from minmo_contracts.vad import EnergyVad
 from orchestrator.converse.context import BackboneContext
 from orchestrator.stages.listen import ListenPath
 from orchestrator.stages.speak import AudioDelta, SpeakConfig, SpeakPath, SpeakTimings, TextDelta
@@ -66,6 +67,7 @@ async def run_turn(
     await context.append(ids=prompt.user_speech_open())
     listen = ListenPath(models, lambda embeddings: context.append(speech=embeddings))
     gate = DecisionPolicy().new_gate()
+    vad = EnergyVad()  # the session's VAD: its silence is the policy's floor
     chunk = config.chunk_samples
     user_embeddings: list[np.ndarray] = []
     respond_at_s: float | None = None
@@ -76,9 +78,10 @@ async def run_turn(
         piece = pcm[offset : offset + chunk]
         step = await listen.push(piece, speaking=False, end=offset + chunk >= len(pcm))
         user_embeddings.append(step.embeddings)
+        vad.push(piece)
         if offset + chunk <= int(config.ignore_decisions_before_s * INPUT_RATE):
             continue
-        if Decision.RESPOND_NOW in [gate.step(p, speaking=False) for p in step.probs]:
+        if Decision.RESPOND_NOW in [gate.step(p, False, vad.silence_ms) for p in step.probs]:
             respond_at_s = (offset + len(piece)) / INPUT_RATE
             break
     await listen.close()

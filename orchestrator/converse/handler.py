@@ -26,6 +26,7 @@ from typing import Any
 from minmo.v1 import minmo_pb2 as pb
 
 from minmo_contracts.tokenizer import Tokenizer
+from minmo_contracts.turn_taking import DecisionPolicy
 from orchestrator.converse import commands, events
 from orchestrator.converse.session import DEFAULT_IDLE_SECONDS, DEFAULT_MAX_QUEUED_EVENTS, ConverseSession
 from orchestrator.converse.settings import SessionSettings
@@ -66,8 +67,10 @@ class ConverseService:
         max_call_seconds: float = DEFAULT_MAX_CALL_SECONDS,
         max_queued_events: int = DEFAULT_MAX_QUEUED_EVENTS,
         speculation: SpeculationSettings | None = None,
+        policy: DecisionPolicy | None = None,
     ) -> None:
         self.speculation = speculation or SpeculationSettings()
+        self.policy = policy or DecisionPolicy()
         self.idle_seconds = idle_seconds
         self.max_call_seconds = max_call_seconds
         self.max_queued_events = max_queued_events
@@ -149,6 +152,7 @@ class ConverseService:
                 fence=fence,
                 unanswered=history[-1] if history else None,
                 speculation=self.speculation,
+                policy=self.policy,
             )
             self.live.add(session)
             if self.draining is not None:
@@ -289,4 +293,5 @@ def build_converse_handler(deps: ServerDeps) -> ConverseService:
             silence_ms=settings.speculation_silence_ms,
             start=settings.speculation_start,
         ),
+        policy=DecisionPolicy(min_silence_ms=settings.respond_min_silence_ms),
     )

@@ -42,6 +42,7 @@ from opentelemetry import trace
 from minmo_contracts.prompt import ChatPrompt
 from minmo_contracts.tokenizer import SmokeByteTokenizer, Tokenizer
 from minmo_contracts.turn_taking import Decision, DecisionPolicy
+from minmo_contracts.vad import EnergyVad
 from orchestrator.audio import AudioFormatError, InputAudioDecoder
 from orchestrator.converse import commands, events, playback
 from orchestrator.converse.context import BackboneContext, token_count_for_played
@@ -50,7 +51,6 @@ from orchestrator.converse.outbox import CLOSE, Outbox
 from orchestrator.converse.settings import SessionSettings
 from orchestrator.converse.speculation import EndPoint, HeldResponse, SpeculationSettings
 from orchestrator.converse.turns import Response, Turn, end_turn_trace, latencies, start_turn_trace
-from orchestrator.converse.vad import EnergyVad
 from orchestrator.errors import InvalidArgument, MinmoError, ResourceExhausted
 from orchestrator.observability import metrics
 from orchestrator.observability.tracing import stage_span
@@ -95,6 +95,7 @@ class ConverseSession:
         fence: int | None = None,
         unanswered: StoredTurn | None = None,
         speculation: SpeculationSettings | None = None,
+        policy: DecisionPolicy | None = None,
     ) -> None:
         """``fence``: the owner lease's fencing token, sent with every append. ``unanswered``: the history's last
         turn when it is a typed user turn no response followed (stored, then the process died before
@@ -108,7 +109,8 @@ class ConverseSession:
         self.listen = ListenPath(models, self._append_user_speech)
         self.decoder = InputAudioDecoder(settings.encoding, settings.sample_rate_hz)
         self.vad = EnergyVad()
-        self.gate = DecisionPolicy().new_gate()
+        self.policy = policy or DecisionPolicy()
+        self.gate = self.policy.new_gate()
         self.next_sequence = next_sequence
         self.playback_lead_ms = playback_lead_ms
         # Counts received audio seconds against the tenant's limit (the handler sets it when limits are on).
@@ -257,7 +259,7 @@ class ConverseSession:
                 self.emit(events.error("UNAVAILABLE", f"the model server is still unavailable ({exc}); retrying"))
                 return False
             self._lost, self.turn, self.next_sequence = None, None, len(history) + 1
-            self.gate = DecisionPolicy().new_gate()
+            self.gate = self.policy.new_gate()
         stale[0].stream.cancel()  # the old sequences expire on Triton by their idle timeout
         return True
 
@@ -311,7 +313,7 @@ class ConverseSession:
         if self.vad.speaking:
             self._last_voiced_at = time.perf_counter()
         voiced = self.vad.last_voiced_ms != last_voiced_before  # a voiced frame in this chunk
-        silence_ms = self.vad.audio_ms - self.vad.last_voiced_ms if self.vad.last_voiced_ms >= 0 else 0
+        silence_ms = self.vad.silence_ms
         if voiced:
             # The user goes on: the turn has no end point yet, and a response started on one must go.
             self.end_point.clear()
@@ -335,7 +337,7 @@ class ConverseSession:
                     self.turn = None
                     self.end_point.reset()
         for frame, probs in enumerate(step.probs):
-            decision = self.gate.step(probs, speaking)
+            decision = self.gate.step(probs, speaking, silence_ms)
             if self.settings.turn_detection != "model":
                 continue
             if self.response is None and self.turn is not None and self.turn.voiced:

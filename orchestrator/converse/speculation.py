@@ -41,7 +41,7 @@ class SpeculationSettings:
     """When a turn's end point is set (see the module doc) and whether a response starts there."""
 
     enabled: bool = True
-    silence_ms: int = 240  # silence after the user's last voiced audio that sets the end point
+    silence_ms: int = 240  # silence after the user's last speech (EnergyVad.silence_ms) that sets the end point
     start: float = 0.2  # or a respond-now probability above this
     max_hold_seconds: float = 3.0  # a speculation the decision does not reach within this is discarded
 

@@ -76,6 +76,8 @@ class ServeSettings:
     speculation: bool = True
     speculation_silence_ms: int = 240
     speculation_start: float = 0.2
+    # Respond only after this much silence since the user's last speech (0: the predictor alone decides).
+    respond_min_silence_ms: int = 0
     # Bounds on what a client can make the server hold (orchestrator.server.bounds_config; docs/operations-bounds.md).
     first_event_seconds: float = 10.0
     session_idle_seconds: float = 300.0

@@ -88,7 +88,7 @@ def security_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 ROUTING_SETTING_NAMES = ("triton_pools", "namespace", "tokenizer_dir")
-TURN_TAKING_SETTING_NAMES = ("speculation", "speculation_silence_ms", "speculation_start")
+TURN_TAKING_SETTING_NAMES = ("speculation", "speculation_silence_ms", "speculation_start", "respond_min_silence_ms")
 
 
 def add_turn_taking_flags(parser: argparse.ArgumentParser) -> None:
@@ -111,6 +111,13 @@ def add_turn_taking_flags(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=0.2,
         help="or a respond-now probability above this",
+    )
+    turns.add_argument(
+        "--respond-min-silence-ms",
+        type=int,
+        default=0,
+        help="answer only after this much silence since the user's last speech: no answers inside short pauses, "
+        "but a noisy line may then miss a turn (0: off; docs/turn-taking.md measures both)",
     )
 
 

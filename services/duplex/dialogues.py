@@ -14,8 +14,9 @@ utterances. The speaking flag changes only on frame boundaries, as the orchestra
 Label rules (each a function of the last 1.2 s, so a predictor with a 1.92 s window can learn them):
 
 * ``RESPOND_NOW`` (1) when the assistant is silent at frame ``k`` and the latest utterance that
-  started before ``t_k`` ended at ``e`` with ``0.6 <= t_k - e < 1.2`` s: the user has been silent
-  for 600 ms after a turn. That is the five frames ending 0.6-1.2 s after ``e`` (fewer if the
+  started before ``t_k`` ended at ``e`` with ``a <= t_k - e < 1.2`` s: the user has been silent
+  for ``a`` = ``respond_after`` (600 ms by default; ``perf.turn_taking`` also trains 400 and 200 ms)
+  after a turn. With 600 ms that is the five frames ending 0.6-1.2 s after ``e`` (fewer if the
   assistant starts speaking); later silence is ``KEEP_LISTENING`` again, because a 2 s window cannot
   tell "long after a turn" from "no turn at all", and the policy acts on the first frame anyway.
 * ``STOP_SPEAKING`` (2) when the assistant is speaking at frame ``k`` and an utterance that began
@@ -25,17 +26,26 @@ Label rules (each a function of the last 1.2 s, so a predictor with a 1.92 s win
   bursts, while the assistant speaks and the user listens, and in silence long after a turn.
 
 Events for evaluation: an *end-of-turn* event at ``e`` for every utterance that produces at least
-one ``RESPOND_NOW`` frame, and a *barge-in* event at ``b`` for every barge-in utterance that
-produces at least one ``STOP_SPEAKING`` frame.
+one ``RESPOND_NOW`` frame under the 600 ms rule (whatever rule a predictor was trained with, so
+every predictor is scored on the same events), and a *barge-in* event at ``b`` for every barge-in
+utterance that produces at least one ``STOP_SPEAKING`` frame.
+
+Two generators: :func:`make_dialogues` (turns of 1-3 phrases, short questions, barge-ins) and
+:func:`make_monologues` (long turns of 3-5 clauses joined by 0.2-0.4 s pauses, the pauses a
+predictor must not answer in). Their sentences, voices and seeds differ between the train and
+held-out splits.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from minmo_contracts.vad import EnergyVad
 from services.duplex import corpus, synth
 
 FRAME_SECONDS = 0.12
@@ -46,15 +56,27 @@ STOP_AFTER = 0.24
 STOP_UNTIL = 1.2
 KEEP_LISTENING, RESPOND_NOW, STOP_SPEAKING = 0, 1, 2
 _EPS = 1e-6  # frame end times are sums of floats; keep the interval ends stable
+MONOLOGUE_PAUSE = (0.2, 0.4)  # seconds between the clauses of a monologue turn
+SYSTEM_PROMPT_P = 0.75  # share of dialogues whose context opens with the session's instructions
+# The orchestrator's default SessionConfig.instructions (orchestrator.converse.settings).
+DEFAULT_INSTRUCTIONS = "You are a helpful voice assistant. Answer briefly."
 
 
 @dataclass(frozen=True)
 class Utterance:
-    """One user turn: ``start``/``end`` in seconds; ``barge_in`` if the assistant spoke at ``start``."""
+    """One user turn: ``start``/``end`` in seconds; ``barge_in`` if the assistant spoke at ``start``.
+
+    ``pauses``: the silences inside the turn (between its phrases or clauses), as (start, end).
+    """
 
     start: float
     end: float
     barge_in: bool
+    pauses: tuple[tuple[float, float], ...] = ()
+
+    def holds(self, t: float) -> bool:
+        """Whether the user is still in this turn at ``t`` (speaking or in one of its pauses)."""
+        return self.start < t <= self.end + _EPS
 
 
 @dataclass(frozen=True)
@@ -69,17 +91,19 @@ class Dialogue:
     speaking: np.ndarray  # bool [n_frames]
     utterances: tuple[Utterance, ...]
     bursts: tuple[tuple[float, float], ...] = ()
-    # Earlier text turns (role, text) in the backbone context before this user turn opens.
+    # What the backbone context holds before this user turn opens: (role, text) with role "system"
+    # (the session's instructions, first), "user" or "assistant".
     history: tuple[tuple[str, str], ...] = ()
 
     @property
     def n_frames(self) -> int:
         return len(self.speaking)
 
-    def labels(self) -> np.ndarray:
-        return frame_labels(self.n_frames, self.utterances, self.speaking)
+    def labels(self, respond_after: float = RESPOND_AFTER) -> np.ndarray:
+        return frame_labels(self.n_frames, self.utterances, self.speaking, respond_after)
 
     def events(self) -> list[Event]:
+        """The events every predictor is scored on (the 600 ms rule's, see the module docstring)."""
         return label_events(self.utterances, self.labels())
 
 
@@ -87,8 +111,30 @@ def frame_end(k: int) -> float:
     return (k + 1) * FRAME_SECONDS
 
 
-def frame_labels(n_frames: int, utterances: tuple[Utterance, ...], speaking: np.ndarray) -> np.ndarray:
+def frame_voice(dialogue: Dialogue) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame: whether the session's VAD hears a voice in it, and its silence (ms) since the last voice.
+
+    The runtime policy's silence floor and the speculation end point read exactly this detector
+    (:class:`minmo_contracts.vad.EnergyVad`), so the evaluation runs it over the dialogue's audio:
+    background noise, coughs and knocks count as voice here as they do in a session.
+    """
+    vad = EnergyVad()
+    voiced = np.zeros(dialogue.n_frames, dtype=bool)
+    silence = np.zeros(dialogue.n_frames, dtype=np.int64)
+    for k in range(dialogue.n_frames):
+        before = vad.last_voiced_ms
+        vad.push(dialogue.audio[k * FRAME_SAMPLES : (k + 1) * FRAME_SAMPLES])
+        voiced[k] = vad.last_voiced_ms != before
+        silence[k] = vad.silence_ms
+    return voiced, silence
+
+
+def frame_labels(
+    n_frames: int, utterances: tuple[Utterance, ...], speaking: np.ndarray, respond_after: float = RESPOND_AFTER
+) -> np.ndarray:
     """Apply the label rules of the module docstring; int64 ``[n_frames]``."""
+    if not 0.0 < respond_after < RESPOND_UNTIL:
+        raise ValueError(f"respond_after must be in (0, {RESPOND_UNTIL}) s, got {respond_after}")
     labels = np.full(n_frames, KEEP_LISTENING, dtype=np.int64)
     for k in range(n_frames):
         t = frame_end(k)
@@ -97,7 +143,7 @@ def frame_labels(n_frames: int, utterances: tuple[Utterance, ...], speaking: np.
                 labels[k] = STOP_SPEAKING
             continue
         started = [u for u in utterances if u.start < t]
-        if started and RESPOND_AFTER - _EPS <= t - started[-1].end < RESPOND_UNTIL - _EPS:
+        if started and respond_after - _EPS <= t - started[-1].end < RESPOND_UNTIL - _EPS:
             labels[k] = RESPOND_NOW
     return labels
 
@@ -150,16 +196,25 @@ class _Timeline:
                 self.bursts.append((start, start + length))
         self.now += seconds
 
-    def utterance(self, parts: list[np.ndarray], *, stop_speaking_after: float | None = None) -> None:
-        """One turn made of ``parts`` separated by short (< 400 ms) pauses."""
+    def utterance(
+        self,
+        parts: list[np.ndarray],
+        *,
+        stop_speaking_after: float | None = None,
+        pause: tuple[float, float] = (0.08, 0.38),
+    ) -> None:
+        """One turn made of ``parts`` separated by short pauses (uniform in ``pause``, < 400 ms)."""
         start = self.now
         barge_in = self.speaking_at(start + _EPS)
+        pauses = []
         for i, clip in enumerate(parts):
             if i:
-                self.now += self.rng.uniform(0.08, 0.38)
+                gap = self.rng.uniform(*pause)
+                pauses.append((self.now, self.now + gap))
+                self.now += gap
             self.clips.append((self.now, clip))
             self.now += len(clip) / synth.SAMPLE_RATE
-        self.utterances.append(Utterance(start, self.now, barge_in))
+        self.utterances.append(Utterance(start, self.now, barge_in, tuple(pauses)))
         if stop_speaking_after is not None:
             self.set_speaking(False, at=start + stop_speaking_after)
 
@@ -173,8 +228,8 @@ class _Timeline:
         return Dialogue(np.clip(audio, -1.0, 1.0), speaking, tuple(self.utterances), tuple(self.bursts), history)
 
 
-def make_dialogue(rng: np.random.Generator, split: corpus.Split, cache_dir: Path) -> Dialogue:
-    """One random dialogue of roughly 8-25 s drawn from ``split``'s sentences and voices."""
+def _speaker(rng: np.random.Generator, split: corpus.Split, cache_dir: Path) -> Callable[[str], np.ndarray]:
+    """``say(text)``: one voice, rate, pitch and microphone gain for the whole dialogue."""
     voices = corpus.voices(split)
     voice = voices[rng.integers(len(voices))]
     base_rate = int(rng.integers(*voice.rate))
@@ -185,6 +240,38 @@ def make_dialogue(rng: np.random.Generator, split: corpus.Split, cache_dir: Path
         rate = base_rate + int(rng.integers(-10, 11))
         clip = synth.espeak(text, voice.name, rate, pitch, cache_dir)
         return clip * (gain / (np.sqrt(np.mean(clip**2)) + 1e-9))
+
+    return say
+
+
+def _history(rng: np.random.Generator, split: corpus.Split) -> tuple[tuple[str, str], ...]:
+    # The listen path's context holds the conversation so far; vary it so features do not assume
+    # the user turn sits at the start of the context.
+    texts = corpus.phrases(split)
+    return tuple(
+        (role, texts[rng.integers(len(texts))])
+        for _ in range(int(rng.integers(0, 3)))
+        for role in ("user", "assistant")
+    )
+
+
+def _with_system(rng: np.random.Generator, history: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    """A Converse session's context opens with the session's instructions; ``minmo demo``'s does not."""
+    if rng.random() < SYSTEM_PROMPT_P:
+        return (("system", DEFAULT_INSTRUCTIONS), *history)
+    return history
+
+
+def _answer(tl: _Timeline, rng: np.random.Generator) -> None:
+    """The assistant answers after the speak path's latency and speaks 0.8-3 s; the user then waits a little."""
+    tl.silence(rng.uniform(0.84, 1.56), burst_p=0.2)
+    tl.set_speaking(True)
+    tl.silence(rng.uniform(0.8, 3.0), burst_p=0.5)
+
+
+def make_dialogue(rng: np.random.Generator, split: corpus.Split, cache_dir: Path) -> Dialogue:
+    """One random dialogue of roughly 8-25 s drawn from ``split``'s sentences and voices."""
+    say = _speaker(rng, split, cache_dir)
 
     def turn(n_parts: int) -> list[np.ndarray]:
         texts = corpus.phrases(split)
@@ -203,9 +290,7 @@ def make_dialogue(rng: np.random.Generator, split: corpus.Split, cache_dir: Path
             tl.silence(rng.uniform(1.6, 2.6), burst_p=0.4)
             tl.utterance(turn(int(rng.integers(1, 3))))
             continue
-        tl.silence(rng.uniform(0.84, 1.56), burst_p=0.2)  # response latency of the speak path
-        tl.set_speaking(True)
-        tl.silence(rng.uniform(0.8, 3.0), burst_p=0.5)
+        _answer(tl, rng)
         if rng.random() < 0.6:  # barge-in; the speak path stops some frames after the decision
             tl.utterance(barge_in(), stop_speaking_after=rng.uniform(0.36, 1.08))
         else:  # the assistant finishes, the user takes the next turn
@@ -213,18 +298,53 @@ def make_dialogue(rng: np.random.Generator, split: corpus.Split, cache_dir: Path
             tl.silence(rng.uniform(0.4, 1.6), burst_p=0.4)
             tl.utterance(turn(int(rng.integers(1, 3))))
     tl.silence(rng.uniform(1.4, 2.2), burst_p=0.3)
-    # The listen path's context holds the conversation so far; vary it so features do not assume
-    # the user turn sits at the start of the context.
-    texts = corpus.phrases(split)
-    history = tuple(
-        (role, texts[rng.integers(len(texts))])
-        for _ in range(int(rng.integers(0, 3)))
-        for role in ("user", "assistant")
-    )
-    return tl.render(history)
+    return tl.render(_history(rng, split))
+
+
+def make_monologue(rng: np.random.Generator, split: corpus.Split, cache_dir: Path) -> Dialogue:
+    """Two or three long turns, each 3-5 clauses of one story joined by 0.2-0.4 s pauses, answered in between.
+
+    The pauses are where a predictor that waits too little answers while the user is still talking
+    (the failure case of issue 12); the turn ends only after the last clause.
+    """
+    say = _speaker(rng, split, cache_dir)
+    stories = corpus.monologues(split)
+    tl = _Timeline(rng)
+    tl.silence(rng.uniform(0.3, 1.5), burst_p=0.3)
+    for i in range(int(rng.integers(2, 4))):
+        if i:
+            _answer(tl, rng)
+            tl.set_speaking(False)
+            tl.silence(rng.uniform(0.4, 1.6), burst_p=0.3)
+        story = stories[rng.integers(len(stories))]
+        n = int(rng.integers(3, min(5, len(story)) + 1))
+        first = int(rng.integers(0, len(story) - n + 1))
+        tl.utterance([say(clause) for clause in story[first : first + n]], pause=MONOLOGUE_PAUSE)
+    tl.silence(rng.uniform(1.4, 2.2), burst_p=0.3)
+    return tl.render(_history(rng, split))
 
 
 def make_dialogues(n: int, split: corpus.Split, seed: int, cache_dir: Path | None = None) -> list[Dialogue]:
+    return _make(make_dialogue, n, split, seed, cache_dir)
+
+
+def make_monologues(n: int, split: corpus.Split, seed: int, cache_dir: Path | None = None) -> list[Dialogue]:
+    return _make(make_monologue, n, split, seed, cache_dir)
+
+
+def _make(
+    make: Callable[[np.random.Generator, corpus.Split, Path], Dialogue],
+    n: int,
+    split: corpus.Split,
+    seed: int,
+    cache_dir: Path | None,
+) -> list[Dialogue]:
     rng = np.random.default_rng(seed)
+    # Its own generator, so that adding the system prompt left every dialogue's audio as it was.
+    system_rng = np.random.default_rng([seed, 1])
     cache = cache_dir or synth.default_cache_dir()
-    return [make_dialogue(rng, split, cache) for _ in range(n)]
+    dialogues = []
+    for _ in range(n):
+        d = make(rng, split, cache)
+        dialogues.append(dataclasses.replace(d, history=_with_system(system_rng, d.history)))
+    return dialogues

@@ -5,8 +5,13 @@ per finished turn, stops once per barge-in, and never acts otherwise. So each po
 :mod:`services.duplex.policy`) is matched to at most one labelled event of its kind (see
 :mod:`services.duplex.dialogues`) when it falls within the event's tolerance window after the event;
 every other fire is a false alarm and counts against precision. Delay is fire time minus event time:
-for end of turn from the end of the user's speech (so it includes the 600 ms of silence the label
-rule waits for), for barge-in from the start of the user's speech.
+for end of turn from the end of the user's speech (so it includes the silence the label rule waits
+for), for barge-in from the start of the user's speech.
+
+A *premature* response is a respond fire while the user is still in a turn: before the end of an
+utterance, while speaking or in one of its within-turn pauses. It is the error a caller minds most
+(the assistant talks over them), so it is counted apart from the other false alarms (after a cough,
+in long silences), per end-of-turn event.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from services.duplex.dialogues import Dialogue, frame_end
+from services.duplex.dialogues import RESPOND_AFTER, Dialogue, frame_end, frame_voice
 from services.duplex.model import Decision, DuplexPredictor
 from services.duplex.policy import DecisionPolicy
 
@@ -35,6 +40,7 @@ class EventTally:
     fires: int = 0
     hits: int = 0
     burst_false_alarms: int = 0
+    premature: int = 0
     delays: list[float] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
@@ -45,6 +51,8 @@ class EventTally:
             "hits": self.hits,
             "false_alarms": self.fires - self.hits,
             "burst_false_alarms": self.burst_false_alarms,
+            "premature": self.premature,
+            "premature_per_event": self.premature / self.events if self.events else None,
             "precision": self.hits / self.fires if self.fires else None,
             "recall": self.hits / self.events if self.events else None,
             "mean_delay_ms": float(delays_ms.mean()) if len(delays_ms) else None,
@@ -64,6 +72,9 @@ def tally_dialogue(dialogue: Dialogue, decisions: Sequence[Decision], tallies: d
                 continue
             tally.fires += 1
             t = frame_end(k)
+            if kind == Decision.RESPOND_NOW and any(u.holds(t) for u in dialogue.utterances):
+                tally.premature += 1  # the user is still in the turn: never a detection
+                continue
             for i, event_time in enumerate(times):
                 if not matched[i] and event_time <= t <= event_time + TOLERANCE[kind]:
                     matched[i] = True
@@ -87,18 +98,35 @@ def evaluate(
     dialogues: Sequence[Dialogue],
     features: Sequence[torch.Tensor],
     policy: DecisionPolicy | None = None,
+    *,
+    respond_after: float = RESPOND_AFTER,
 ) -> dict[str, Any]:
-    """Event precision/recall/delay per kind and frame-level accuracy over ``dialogues``."""
+    """Event precision/recall/delay per kind and frame-level accuracy over ``dialogues``.
+
+    ``respond_after``: the label rule the model was trained with (for the frame accuracy only; the
+    events are the same for every rule).
+    """
+    probs = [predict(model, feats, d.speaking) for d, feats in zip(dialogues, features, strict=True)]
+    return evaluate_probs(dialogues, probs, policy, respond_after=respond_after)
+
+
+def evaluate_probs(
+    dialogues: Sequence[Dialogue],
+    probs: Sequence[torch.Tensor],
+    policy: DecisionPolicy | None = None,
+    *,
+    respond_after: float = RESPOND_AFTER,
+) -> dict[str, Any]:
+    """:func:`evaluate` from the predictor's probabilities ``[T, 3]`` per dialogue (a policy sweep reuses them)."""
     policy = policy or DecisionPolicy()
     tallies = {kind: EventTally() for kind in _NAMES}
     confusion = np.zeros((3, 3), dtype=np.int64)
-    for dialogue, feats in zip(dialogues, features, strict=True):
-        probs = predict(model, feats, dialogue.speaking)
-        decisions = policy.decide(probs, torch.from_numpy(dialogue.speaking))
+    for dialogue, p in zip(dialogues, probs, strict=True):
+        decisions = policy.decide(p.numpy(), dialogue.speaking, frame_voice(dialogue)[1])
         tally_dialogue(dialogue, decisions, tallies)
-        np.add.at(confusion, (dialogue.labels(), probs.argmax(-1).numpy()), 1)
+        np.add.at(confusion, (dialogue.labels(respond_after), p.argmax(-1).numpy()), 1)
     result: dict[str, Any] = {_NAMES[kind]: tally.summary() for kind, tally in tallies.items()}
-    result["frame_accuracy"] = float(np.trace(confusion) / confusion.sum())
+    result["frame_accuracy"] = float(np.trace(confusion) / confusion.sum()) if confusion.sum() else None
     result["frame_confusion"] = confusion.tolist()  # rows: label, columns: argmax prediction
     result["dialogues"] = len(dialogues)
     result["noise_bursts"] = sum(len(d.bursts) for d in dialogues)

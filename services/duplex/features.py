@@ -34,10 +34,14 @@ class FeatureExtractor:
         return weights_fingerprint(self.encoder, self.backbone)
 
     def prefix(self, history: Sequence[tuple[str, str]] = ()) -> list[int]:
-        """Token ids before the speech: earlier text turns, then the opening of a spoken user turn."""
+        """Token ids before the speech: the system prompt (a leading ``("system", text)``), earlier text
+        turns, then the opening of a spoken user turn, as the orchestrator lays them out."""
+        system = history[0][1] if history and history[0][0] == "system" else None
+        turns = [
+            TextTurn("user" if role == "user" else "assistant", text) for role, text in history[system is not None :]
+        ]
         ids: list[int] = []
-        turns = [TextTurn("user" if role == "user" else "assistant", text) for role, text in history]
-        for segment in self.prompt.conversation(turns):
+        for segment in self.prompt.conversation(turns, system_prompt=system):
             assert isinstance(segment, list), "text turns have no speech slots"
             ids.extend(segment)
         return [*ids, *self.prompt.user_speech_open()]

@@ -1,64 +1,10 @@
-"""The runtime decision policy: from per-frame probabilities to at most one action per event.
+"""The runtime decision policy, re-exported for the model side (training, evaluation, perf).
 
-The predictor scores every frame, but the orchestrator must act once: start one response at the end
-of a turn, stop the assistant once on a barge-in. So a class *fires* when its probability crosses
-its threshold while the assistant's state allows it (respond only while the assistant is silent,
-stop only while it speaks), and cannot fire again until its probability has fallen below
-``rearm_threshold`` (hysteresis against flicker around the threshold). The evaluation in
-:mod:`services.duplex.evaluate` uses this same policy, so its figures are the runtime's.
+It lives in the numpy-only :mod:`minmo_contracts.turn_taking` so the orchestrator uses it without
+torch; :mod:`services.duplex.evaluate` and ``perf.turn_taking`` score the predictor through this same
+policy, so their figures are the runtime's. A gate accepts a CPU tensor row as well as an array.
 """
 
-from __future__ import annotations
+from minmo_contracts.turn_taking import Decision, DecisionGate, DecisionPolicy
 
-from dataclasses import dataclass
-
-import torch
-from torch import Tensor
-
-from services.duplex.model import Decision
-
-
-@dataclass(frozen=True)
-class DecisionPolicy:
-    respond_threshold: float = 0.5
-    stop_threshold: float = 0.5
-    rearm_threshold: float = 0.3
-
-    def __post_init__(self) -> None:
-        for name in ("respond_threshold", "stop_threshold"):
-            value = getattr(self, name)
-            if not 0.0 < value < 1.0:
-                raise ValueError(f"DecisionPolicy.{name} must be in (0, 1), got {value}")
-            if self.rearm_threshold > value:
-                raise ValueError(f"DecisionPolicy.rearm_threshold {self.rearm_threshold} exceeds {name} {value}")
-
-    def new_gate(self) -> DecisionGate:
-        return DecisionGate(self)
-
-    def decide(self, probs: Tensor, speaking: Tensor) -> list[Decision]:
-        """Decisions for a whole sequence: ``probs`` [T, 3], ``speaking`` [T] (a fresh gate)."""
-        gate = self.new_gate()
-        return [gate.step(p, bool(s)) for p, s in zip(probs, speaking.tolist(), strict=True)]
-
-
-class DecisionGate:
-    """The policy's per-stream state: which actions are armed."""
-
-    def __init__(self, policy: DecisionPolicy) -> None:
-        self.policy = policy
-        self._armed = {Decision.RESPOND_NOW: True, Decision.STOP_SPEAKING: True}
-
-    def step(self, probs: Tensor, speaking: bool) -> Decision:
-        """Decision for one frame's probabilities [3] given whether the assistant is speaking."""
-        if probs.shape != (3,):
-            raise ValueError(f"probs must be [3] (keep, respond, stop), got {tuple(probs.shape)}")
-        p = probs.detach().to(torch.float64).tolist()
-        for action in self._armed:
-            if p[action] < self.policy.rearm_threshold:
-                self._armed[action] = True
-        action = Decision.STOP_SPEAKING if speaking else Decision.RESPOND_NOW
-        threshold = self.policy.stop_threshold if speaking else self.policy.respond_threshold
-        if self._armed[action] and p[action] > threshold:
-            self._armed[action] = False
-            return action
-        return Decision.KEEP_LISTENING
+__all__ = ["Decision", "DecisionGate", "DecisionPolicy"]

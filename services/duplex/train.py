@@ -3,10 +3,16 @@
     python -m services.duplex.train --out services/duplex/checkpoints/smoke
 
 Reproducible: dialogues, initialisation and batch order are seeded (``DUPLEX_SEED``) and training
-runs on the CPU with a fixed thread count. Features come from the seeded smoke encoder and backbone
-(see :mod:`services.duplex.features`); their fingerprint goes into the checkpoint config so that a
-checkpoint trained on other encoder/backbone weights is refused at load. Synthesised speech and
-features are cached under ``--cache-dir`` (default: :func:`services.duplex.synth.default_cache_dir`).
+runs on the CPU with a fixed thread count. Features come from the seeded smoke encoder and
+backbone (see :mod:`services.duplex.features`); their fingerprint goes into the
+checkpoint config so that a checkpoint trained on other encoder/backbone weights is refused at load.
+Synthesised speech and features are cached under ``--cache-dir`` (default:
+:func:`services.duplex.synth.default_cache_dir`).
+
+Data: dialogues of short turns and barge-ins, plus monologues (long turns whose clauses are joined
+by 0.2-0.4 s pauses); held out: both kinds with sentences, voices and seeds training never saw,
+scored apart (``heldout``, ``heldout_monologues``). ``--respond-after-ms`` sets the end-of-turn
+silence the labels wait for (600 ms; ``python -m perf.turn_taking`` compares 400 and 200).
 """
 
 from __future__ import annotations
@@ -25,8 +31,9 @@ import torch
 import torch.nn.functional as F
 
 from services.common.seeding import seeded
+from services.common.settings_flags import add_settings_flags, settings_from_args
 from services.duplex.config import DuplexConfig
-from services.duplex.dialogues import Dialogue, make_dialogues
+from services.duplex.dialogues import Dialogue, make_dialogues, make_monologues
 from services.duplex.evaluate import evaluate
 from services.duplex.features import FeatureExtractor, smoke_extractor
 from services.duplex.model import NUM_CLASSES, DuplexPredictor
@@ -35,14 +42,17 @@ from services.duplex.synth import default_cache_dir
 from services.smoke_seeds import DUPLEX_SEED
 
 # Bump when dialogue generation or labelling changes, so cached features are not reused.
-DATA_VERSION = 2
+DATA_VERSION = 3
 METRICS_FILE = "metrics.json"
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainSettings:
     train_dialogues: int = 320
+    train_monologues: int = 80
     heldout_dialogues: int = 80
+    heldout_monologues: int = 40
+    respond_after_ms: int = 600  # end-of-turn silence of the RESPOND_NOW labels
     epochs: int = 40
     batch_size: int = 16
     lr: float = 2e-3
@@ -50,11 +60,15 @@ class TrainSettings:
     seed: int = DUPLEX_SEED
 
 
-def dialogue_set(kind: str, settings: TrainSettings, cache_dir: Path) -> tuple[list[Dialogue], str]:
-    """Train or held-out dialogues: disjoint sentences, voices and seeds."""
-    if kind == "train":
-        return make_dialogues(settings.train_dialogues, "train", settings.seed, cache_dir), "train"
-    return make_dialogues(settings.heldout_dialogues, "heldout", settings.seed + 1, cache_dir), "heldout"
+def dialogue_sets(settings: TrainSettings, cache_dir: Path) -> dict[str, list[Dialogue]]:
+    """Training and held-out dialogues (disjoint sentences, voices and seeds), by set name."""
+    seed = settings.seed
+    train = make_dialogues(settings.train_dialogues, "train", seed, cache_dir)
+    return {
+        "train": train + make_monologues(settings.train_monologues, "train", seed + 2, cache_dir),
+        "heldout": make_dialogues(settings.heldout_dialogues, "heldout", seed + 1, cache_dir),
+        "heldout_monologues": make_monologues(settings.heldout_monologues, "heldout", seed + 3, cache_dir),
+    }
 
 
 def extract(
@@ -88,7 +102,7 @@ def class_weights(labels: list[np.ndarray]) -> torch.Tensor:
 
 
 def _batch(
-    features: list[torch.Tensor], dialogues: list[Dialogue], index: list[int]
+    features: list[torch.Tensor], dialogues: list[Dialogue], index: list[int], respond_after: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     length = max(dialogues[i].n_frames for i in index)
     hidden = torch.zeros(len(index), length, features[0].shape[1])
@@ -98,7 +112,7 @@ def _batch(
         n = dialogues[i].n_frames
         hidden[row, :n] = features[i]
         speaking[row, :n] = torch.from_numpy(dialogues[i].speaking)
-        labels[row, :n] = torch.from_numpy(dialogues[i].labels())
+        labels[row, :n] = torch.from_numpy(dialogues[i].labels(respond_after))
     return hidden, speaking, labels
 
 
@@ -108,7 +122,8 @@ def train_model(
     """Class-weighted cross-entropy, AdamW with cosine decay; returns the model and per-epoch losses."""
     with seeded(settings.seed):
         model = DuplexPredictor(config)
-    weights = class_weights([d.labels() for d in dialogues])
+    respond_after = settings.respond_after_ms / 1000
+    weights = class_weights([d.labels(respond_after) for d in dialogues])
     optimiser = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     steps_per_epoch = math.ceil(len(dialogues) / settings.batch_size)
     total = settings.epochs * steps_per_epoch
@@ -121,7 +136,8 @@ def train_model(
             permutation = torch.randperm(len(dialogues), generator=order).tolist()
             epoch_loss = 0.0
             for start in range(0, len(dialogues), settings.batch_size):
-                hidden, speaking, labels = _batch(features, dialogues, permutation[start : start + settings.batch_size])
+                index = permutation[start : start + settings.batch_size]
+                hidden, speaking, labels = _batch(features, dialogues, index, respond_after)
                 logits = model(hidden, speaking)
                 loss = F.cross_entropy(logits.reshape(-1, NUM_CLASSES), labels.reshape(-1), weight=weights)
                 optimiser.zero_grad()
@@ -140,34 +156,37 @@ def run(
     torch.set_num_threads(threads)
     started = time.perf_counter()
     extractor = smoke_extractor()
-    train_set, train_tag = dialogue_set("train", settings, cache_dir)
-    heldout_set, heldout_tag = dialogue_set("heldout", settings, cache_dir)
+    sets = dialogue_sets(settings, cache_dir)
     feature_cache = cache_dir if cache_features else None
-    train_features = extract(extractor, train_set, train_tag, feature_cache)
-    heldout_features = extract(extractor, heldout_set, heldout_tag, feature_cache)
+    features = {name: extract(extractor, dialogues, name, feature_cache) for name, dialogues in sets.items()}
     data_seconds = time.perf_counter() - started
 
     config = dataclasses.replace(DuplexConfig.preset("smoke"), feature_fingerprint=extractor.fingerprint)
-    model, losses = train_model(config, train_set, train_features, settings)
+    model, losses = train_model(config, sets["train"], features["train"], settings)
     train_seconds = time.perf_counter() - started - data_seconds
 
     from services.duplex import save  # the package imports this module's siblings only
 
     save(model, out, "smoke")
     policy = DecisionPolicy()
-    metrics = {
-        "heldout": evaluate(model, heldout_set, heldout_features, policy),
-        "train": evaluate(model, train_set, train_features, policy),
-        "policy": dataclasses.asdict(policy),
-        "settings": dataclasses.asdict(settings),
-        "data_version": DATA_VERSION,
-        "feature_fingerprint": extractor.fingerprint,
-        "epoch_losses": [round(x, 5) for x in losses],
-        "data_seconds": round(data_seconds, 1),
-        "train_seconds": round(train_seconds, 1),
-        "threads": threads,
-        "torch": torch.__version__,
+    respond_after = settings.respond_after_ms / 1000
+    metrics: dict[str, Any] = {
+        name: evaluate(model, sets[name], features[name], policy, respond_after=respond_after)
+        for name in ("heldout", "heldout_monologues", "train")
     }
+    metrics.update(
+        {
+            "policy": dataclasses.asdict(policy),
+            "settings": dataclasses.asdict(settings),
+            "data_version": DATA_VERSION,
+            "feature_fingerprint": extractor.fingerprint,
+            "epoch_losses": [round(x, 5) for x in losses],
+            "data_seconds": round(data_seconds, 1),
+            "train_seconds": round(train_seconds, 1),
+            "threads": threads,
+            "torch": torch.__version__,
+        }
+    )
     (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
 
@@ -178,20 +197,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache-dir", type=Path, default=default_cache_dir(), help="speech and feature cache")
     parser.add_argument("--no-cache", action="store_true", help="recompute features (speech clips are still cached)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (results are pinned to it)")
-    defaults = TrainSettings()
-    for field in dataclasses.fields(TrainSettings):
-        value = getattr(defaults, field.name)
-        parser.add_argument(f"--{field.name.replace('_', '-')}", type=type(value), default=value)
+    add_settings_flags(parser, TrainSettings)
     args = parser.parse_args(argv)
-    settings = TrainSettings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainSettings)})
+    settings = settings_from_args(TrainSettings, args)
     metrics = run(args.out, settings, args.cache_dir, args.threads, cache_features=not args.no_cache)
-    for split in ("heldout", "train"):
+    for split in ("heldout", "heldout_monologues", "train"):
         m = metrics[split]
         for kind in ("end_of_turn", "barge_in"):
             k = m[kind]
             print(
-                f"{split:8s} {kind:12s} events={k['events']:4d} precision={k['precision']} recall={k['recall']} "
-                f"mean_delay_ms={k['mean_delay_ms']} p90_delay_ms={k['p90_delay_ms']}"
+                f"{split:18s} {kind:12s} events={k['events']:4d} precision={k['precision']} recall={k['recall']} "
+                f"premature={k['premature']} mean_delay_ms={k['mean_delay_ms']} p90_delay_ms={k['p90_delay_ms']}"
             )
     print(f"data {metrics['data_seconds']} s, training {metrics['train_seconds']} s; wrote {args.out}")
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from minmo.v1 import minmo_pb2 as pb
 
+from minmo_contracts.vad import EnergyVad
 from orchestrator.converse.context import token_count_for_played
 from orchestrator.converse.settings import SessionSettings
-from orchestrator.converse.vad import EnergyVad
 from orchestrator.errors import InvalidArgument
 
 
@@ -45,3 +45,17 @@ def test_settings_round_trip_and_reject_what_the_server_cannot_do() -> None:
         SessionSettings.from_proto(pb.SessionConfig(input_audio_format=pb.AudioFormat(sample_rate_hz=96_000)))
     with pytest.raises(InvalidArgument, match="max_response_tokens"):
         SessionSettings.from_proto(pb.SessionConfig(max_response_tokens=5000))
+
+
+def test_vad_silence_counts_from_the_last_speech_and_a_click_does_not_restart_it() -> None:
+    frame = 320  # 20 ms
+    quiet, loud = np.zeros(10 * frame, np.float32), np.full(5 * frame, 0.1, np.float32)
+    vad = EnergyVad()
+    vad.push(quiet)
+    assert vad.silence_ms == 0, "nobody has spoken yet"
+    vad.push(loud)
+    assert vad.silence_ms == 0
+    vad.push(quiet)
+    assert vad.silence_ms == 200
+    vad.push(np.full(frame, 0.1, np.float32))  # one loud frame: a click, not speech
+    assert vad.last_voiced_ms == vad.audio_ms and vad.silence_ms == 220

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from services.duplex import SMOKE_CHECKPOINT, load
-from services.duplex.dialogues import make_dialogues
+from services.duplex.dialogues import make_dialogues, make_monologues
 from services.duplex.evaluate import evaluate
 from services.duplex.features import smoke_extractor
 from services.duplex.policy import DecisionPolicy
@@ -54,3 +54,23 @@ def test_shipped_checkpoint_detects_turn_ends_and_barge_ins(tmp_path: Path) -> N
         assert m["mean_delay_ms"] <= MAX_MEAN_DELAY_MS[kind], (kind, m)
         assert m["burst_false_alarms"] <= MAX_BURST_FALSE_ALARMS, (kind, m)
     assert metrics["noise_bursts"] >= 15
+
+
+@pytest.mark.slow
+def test_with_the_silence_floor_pauses_inside_a_turn_never_trigger_an_answer(tmp_path: Path) -> None:
+    """Held-out monologues: long turns whose clauses are joined by 0.2-0.4 s pauses (docs/turn-taking.md).
+
+    The predictor alone answers inside some of them (the figures are in docs/turn-taking.md); with
+    ``minmo serve --respond-min-silence-ms 360`` the session's VAD must first hear 360 ms of silence.
+    """
+    extractor = smoke_extractor()
+    model = load(SMOKE_CHECKPOINT, expected_fingerprint=extractor.fingerprint)
+    monologues = make_monologues(6, "heldout", seed=TEST_SEED + 1, cache_dir=tmp_path)
+    features = [extractor(d.audio, d.history) for d in monologues]
+    pauses = sum(len(u.pauses) for d in monologues for u in d.utterances)
+    alone = evaluate(model, monologues, features, DecisionPolicy())["end_of_turn"]
+    floored = evaluate(model, monologues, features, DecisionPolicy(min_silence_ms=360))["end_of_turn"]
+    assert floored["events"] >= 12 and pauses >= 3 * floored["events"] // 2, (floored, pauses)
+    assert alone["premature"] > 0, "this set has pauses the predictor alone answers in: the floor is tested"
+    assert floored["premature"] == 0, floored
+    assert floored["recall"] >= MIN_RECALL, floored

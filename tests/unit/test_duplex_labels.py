@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 
 from services.duplex import Decision
-from services.duplex.dialogues import FRAME_SAMPLES, Dialogue, Event, Utterance, frame_end, make_dialogues
+from services.duplex.dialogues import (
+    FRAME_SAMPLES,
+    Dialogue,
+    Event,
+    Utterance,
+    frame_end,
+    make_dialogues,
+    make_monologues,
+)
 from services.duplex.evaluate import EventTally, tally_dialogue
 
 K, R, S = Decision.KEEP_LISTENING, Decision.RESPOND_NOW, Decision.STOP_SPEAKING
@@ -115,3 +123,65 @@ def test_generated_dialogues_are_consistent(tmp_path: Path) -> None:
         # A barge-in is exactly an utterance that starts while the flag is on.
         for u in d.utterances:
             assert u.barge_in == bool(d.speaking[int(u.start / frame_end(0))])
+
+
+@pytest.mark.parametrize(
+    ("respond_after", "first_turn", "after_barge_in"),
+    [(0.6, range(17, 22), range(34, 39)), (0.4, range(15, 22), range(33, 39)), (0.2, range(14, 22), range(31, 39))],
+)
+def test_shorter_end_of_turn_silence_starts_respond_labels_earlier(
+    respond_after: float, first_turn: range, after_barge_in: range
+) -> None:
+    labels = _timeline().labels(respond_after)
+    assert np.flatnonzero(labels == R).tolist() == [*first_turn, *after_barge_in]
+    assert np.flatnonzero(labels == S).tolist() == list(range(26, 30))  # barge-in labels do not change
+
+
+def test_events_are_the_same_whatever_the_label_silence() -> None:
+    # Every predictor is scored on the 600 ms rule's events, so their figures compare.
+    assert _timeline().events() == [Event(R, 1.5), Event(S, 3.0), Event(R, 3.6)]
+    with pytest.raises(ValueError, match="respond_after"):
+        _timeline().labels(1.2)
+
+
+def _paused_turn() -> Dialogue:
+    """A 0.3-2.5 s turn with a 0.35 s pause at 1.2-1.55 s inside it."""
+    turn = Utterance(0.3, 2.5, barge_in=False, pauses=((1.2, 1.55),))
+    return Dialogue(np.zeros(40 * FRAME_SAMPLES, np.float32), np.zeros(40, dtype=bool), (turn,))
+
+
+def test_a_fire_inside_a_turn_is_premature_not_a_detection() -> None:
+    dialogue = _paused_turn()
+    assert dialogue.utterances[0].holds(1.44) and dialogue.utterances[0].holds(2.5)
+    assert not dialogue.utterances[0].holds(0.3) and not dialogue.utterances[0].holds(2.52)
+    decisions = [K] * 40
+    decisions[11] = R  # 1.44 s: in the within-turn pause -> premature
+    decisions[20] = R  # 2.52 s: 20 ms after the end of the turn: a detection (delay 20 ms), not premature
+    decisions[30] = R  # 3.72 s: a false alarm in silence, not premature
+    tallies = {R: EventTally()}
+    tally_dialogue(dialogue, decisions, tallies)
+    summary = tallies[R].summary()
+    assert (summary["fires"], summary["hits"], summary["premature"], summary["false_alarms"]) == (3, 1, 1, 2)
+    assert summary["premature_per_event"] == pytest.approx(1.0)
+    assert summary["mean_delay_ms"] == pytest.approx(20.0)
+
+
+def test_monologues_join_held_out_clauses_with_short_pauses(tmp_path: Path) -> None:
+    from services.duplex import corpus
+
+    monologues = make_monologues(2, "heldout", seed=5, cache_dir=tmp_path)
+    for d in monologues:
+        assert 2 <= len(d.utterances) <= 3 and not any(u.barge_in for u in d.utterances)
+        for u in d.utterances:
+            assert 2 <= len(u.pauses) <= 4  # 3-5 clauses
+            assert all(0.2 <= end - start <= 0.4 for start, end in u.pauses)
+            assert all(u.start < start < end < u.end for start, end in u.pauses)
+        assert [e.time for e in d.events() if e.kind == R] == [u.end for u in d.utterances]
+        # No respond label inside a pause: the rule counts from the end of the whole turn.
+        labels = d.labels(0.2)
+        for u in d.utterances:
+            inside = [k for k in range(d.n_frames) if u.holds(frame_end(k))]
+            assert not np.any(labels[inside] == R)
+    held_out = {c for story in corpus.monologues("heldout") for c in story}
+    trained = {c for story in corpus.monologues("train") for c in story} | set(corpus.phrases("train"))
+    assert not held_out & trained

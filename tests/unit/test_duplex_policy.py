@@ -66,3 +66,19 @@ def test_invalid_policies_and_inputs() -> None:
         DecisionPolicy(rearm_threshold=0.6, respond_threshold=0.7)
     with pytest.raises(ValueError, match="probs must be"):
         DecisionPolicy().new_gate().step(torch.zeros(2), speaking=False)
+
+
+def test_respond_waits_for_the_silence_floor_and_stop_does_not() -> None:
+    import numpy as np
+
+    respond, stop = np.array([0.1, 0.9, 0.0]), np.array([0.1, 0.0, 0.9])
+    gate = DecisionPolicy(min_silence_ms=480).new_gate()
+    assert gate.step(respond, False, 360) == Decision.KEEP_LISTENING, "a pause inside the turn: held back"
+    assert gate.step(respond, False, 480) == Decision.RESPOND_NOW, "still armed: fires once the floor is reached"
+    assert gate.step(respond, False, 600) == Decision.KEEP_LISTENING, "once per turn end"
+    assert gate.step(stop, True, 0) == Decision.STOP_SPEAKING, "a barge-in is never floored"
+    assert DecisionPolicy(min_silence_ms=480).new_gate().step(respond, False) == Decision.RESPOND_NOW, "unknown: none"
+    decided = DecisionPolicy(min_silence_ms=240).decide([respond] * 3, [False] * 3, [120, 240, 360])
+    assert decided == [Decision.KEEP_LISTENING, Decision.RESPOND_NOW, Decision.KEEP_LISTENING]
+    with pytest.raises(ValueError, match="min_silence_ms must be >= 0"):
+        DecisionPolicy(min_silence_ms=-1)
