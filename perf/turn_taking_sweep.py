@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -40,6 +41,11 @@ class Run:
     dialogues: Sequence[Dialogue]
     probs: Sequence[torch.Tensor]
     monologue: Sequence[bool]
+
+    @cached_property
+    def voice(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per dialogue, the VAD's voiced frames and silences (:func:`frame_voice`): once, not once per point."""
+        return [frame_voice(d) for d in self.dialogues]
 
 
 def policy_for(threshold: float, min_silence_ms: int = 0) -> DecisionPolicy:
@@ -66,6 +72,7 @@ def policy_point(run: Run, threshold: float, min_silence_ms: int = 0) -> dict[st
             [run.probs[i] for i in index],
             policy,
             respond_after=run.respond_after_ms / 1000,
+            silences=[run.voice[i][1] for i in index],
         )
         eot = metrics["end_of_turn"]
         point[name] = {
@@ -157,9 +164,8 @@ def speculation_point(
     wasted: list[float] = []
     starts = user_went_on = decisions_without = 0
     seconds = 0.0
-    for dialogue, probs in zip(run.dialogues, run.probs, strict=True):
+    for dialogue, probs, (voice, silences) in zip(run.dialogues, run.probs, run.voice, strict=True):
         seconds += dialogue.n_frames * FRAME_SECONDS
-        voice, silences = frame_voice(dialogue)
         gate, end_point = decision.new_gate(), EndPoint(settings)
         live_since: float | None = None
         heard = False

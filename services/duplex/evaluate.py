@@ -116,13 +116,17 @@ def evaluate_probs(
     policy: DecisionPolicy | None = None,
     *,
     respond_after: float = RESPOND_AFTER,
+    silences: Sequence[np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    """:func:`evaluate` from the predictor's probabilities ``[T, 3]`` per dialogue (a policy sweep reuses them)."""
+    """:func:`evaluate` from the predictor's probabilities ``[T, 3]`` per dialogue (a policy sweep reuses them,
+    and the VAD's per-frame ``silences`` of :func:`frame_voice` if it has them)."""
     policy = policy or DecisionPolicy()
     tallies = {kind: EventTally() for kind in _NAMES}
     confusion = np.zeros((3, 3), dtype=np.int64)
-    for dialogue, p in zip(dialogues, probs, strict=True):
-        decisions = policy.decide(p.numpy(), dialogue.speaking, frame_voice(dialogue)[1])
+    if silences is None:
+        silences = [frame_voice(d)[1] for d in dialogues]
+    for dialogue, p, silence in zip(dialogues, probs, silences, strict=True):
+        decisions = policy.decide(p.numpy(), dialogue.speaking, silence)
         tally_dialogue(dialogue, decisions, tallies)
         np.add.at(confusion, (dialogue.labels(respond_after), p.argmax(-1).numpy()), 1)
     result: dict[str, Any] = {_NAMES[kind]: tally.summary() for kind, tally in tallies.items()}
