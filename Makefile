@@ -28,7 +28,7 @@ $(PROTO_GEN)/.stamp: $(STAMP) $(PROTOS) scripts/gen_protos.sh
 	@$(PY) -c "import minmo.v1.minmo_pb2_grpc" 2>/dev/null || $(PY) -m pip install --quiet --no-deps -e .
 
 weights: install $(WEIGHTS)/.stamp
-$(WEIGHTS)/.stamp: $(STAMP) $(shell find services -name "*.py") services/duplex/checkpoints/smoke/model.safetensors
+$(WEIGHTS)/.stamp: $(STAMP) $(shell find services -name "*.py") $(wildcard services/*/checkpoints/smoke/model.safetensors)
 	$(PY) -m services.build_weights --out $(WEIGHTS)
 	@touch $(WEIGHTS)/.stamp
 

@@ -1,8 +1,10 @@
 """Build the seeded smoke weights of all five stages: ``python -m services.build_weights --out weights/smoke``.
 
-Four stages are seeded random initialisations. The duplex predictor is the shipped *trained*
-checkpoint (``services/duplex/checkpoints/smoke``): it was trained on hidden states of exactly these
-seeded encoder and backbone weights, and the build refuses to pair it with any others.
+The encoder, speech LM and vocoder are seeded random initialisations (their audio is babble). The
+backbone and the duplex predictor are shipped *trained* checkpoints: the backbone
+(``services/backbone/checkpoints/smoke``) answers the demo's questions with short sentences, so a
+newcomer reads a conversation; the predictor (``services/duplex/checkpoints/smoke``) was trained on
+hidden states of exactly this encoder and backbone, and the build refuses to pair it with any others.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ import time
 from pathlib import Path
 
 from services import backbone, duplex, encoder, speech_lm, vocoder
+from services.backbone.smoke import load_trained
 from services.common.weights import WeightsError
-from services.smoke_seeds import BACKBONE_SEED, ENCODER_SEED, SPEECH_LM_SEED, VOCODER_SEED
+from services.smoke_seeds import ENCODER_SEED, SPEECH_LM_SEED, VOCODER_SEED
 
 STAGES = ("encoder", "backbone", "duplex", "speech_lm", "vocoder")
 
@@ -29,7 +32,7 @@ def build_smoke_weights(out: Path) -> dict[str, float]:
     seconds["encoder"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    llm = backbone.build_smoke(BACKBONE_SEED)
+    llm = load_trained()
     backbone.save(llm, out / "backbone", profile="smoke")
     seconds["backbone"] = time.perf_counter() - started
 

@@ -11,3 +11,5 @@ BACKBONE_SEED = 1002
 DUPLEX_SEED = 1003
 SPEECH_LM_SEED = 1004
 VOCODER_SEED = 1005
+# Not a stage: the smoke backbone's training run (services.backbone.smoke.train) starts from BACKBONE_SEED.
+BACKBONE_TRAIN_SEED = 1006

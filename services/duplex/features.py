@@ -3,7 +3,8 @@
 The listen path opens a spoken user turn in a backbone session (ChatML ``<|im_start|>user\\n
 <|audio_bos|>``) and appends the encoder's embeddings as they arrive; the backbone's last-layer
 states at those speech positions are what the predictor reads. Training on anything else (e.g. the
-encoder's output directly) would teach it features it never sees in service.
+encoder's output directly) would teach it features it never sees in service. A whole dialogue is
+heard in the succession of contexts a session builds (:mod:`services.duplex.session_layout`).
 """
 
 from __future__ import annotations
@@ -14,11 +15,14 @@ import numpy as np
 import torch
 
 from services.backbone import Backbone, ChatPrompt, SmokeByteTokenizer, TextTurn, Tokenizer
-from services.backbone import build_smoke as build_smoke_backbone
+from services.backbone.smoke import load_trained
+from services.backbone.smoke.qa import answers
+from services.duplex.dialogues import Dialogue
 from services.duplex.fingerprint import weights_fingerprint
+from services.duplex.session_layout import layout
 from services.encoder import SpeechEncoder
 from services.encoder import build_smoke as build_smoke_encoder
-from services.smoke_seeds import BACKBONE_SEED, ENCODER_SEED
+from services.smoke_seeds import ENCODER_SEED
 
 
 class FeatureExtractor:
@@ -27,6 +31,7 @@ class FeatureExtractor:
     def __init__(self, encoder: SpeechEncoder, backbone: Backbone, tokenizer: Tokenizer) -> None:
         self.encoder = encoder
         self.backbone = backbone
+        self.tokenizer = tokenizer
         self.prompt = ChatPrompt(tokenizer)
 
     @property
@@ -54,9 +59,31 @@ class FeatureExtractor:
         session.append(ids=self.prefix(history))
         return session.append(embeds=embeds).float()
 
+    def dialogue(self, dialogue: Dialogue, replies: Sequence[str] = answers()) -> torch.Tensor:
+        """Features of every frame of ``dialogue`` ``[n_frames, llm_dim]``, each heard in the context a
+        session would hear it in (``replies``: what the assistant's turns may say)."""
+        embeds = self.encoder.encode(dialogue.audio.astype(np.float32, copy=False))
+        if embeds.shape[0] != dialogue.n_frames:
+            raise RuntimeError(f"encoder gave {embeds.shape[0]} frames for a dialogue of {dialogue.n_frames} frames")
+        out = embeds.new_empty(dialogue.n_frames, self.backbone.config.hidden_size)
+        for piece in layout(dialogue, self.prompt, self.tokenizer, tuple(replies)):
+            session = self.backbone.new_session()
+            ids: list[int] = []
+            for segment in piece.prefix:
+                if isinstance(segment, list):
+                    ids.extend(segment)
+                    continue
+                if ids:
+                    session.append(ids=ids)
+                    ids = []
+                session.append(embeds=embeds[segment[1] : segment[2]])
+            if ids:
+                session.append(ids=ids)
+            hidden = session.append(embeds=embeds[piece.rows_from : piece.record_to])
+            out[piece.record_from : piece.record_to] = hidden[piece.record_from - piece.rows_from :]
+        return out.float()
+
 
 def smoke_extractor() -> FeatureExtractor:
-    """The extractor over the seeded smoke encoder and backbone that the smoke weights build ships."""
-    return FeatureExtractor(
-        build_smoke_encoder(ENCODER_SEED), build_smoke_backbone(BACKBONE_SEED), SmokeByteTokenizer()
-    )
+    """The extractor over the seeded smoke encoder and the trained smoke backbone the weights build ships."""
+    return FeatureExtractor(build_smoke_encoder(ENCODER_SEED), load_trained(), SmokeByteTokenizer())

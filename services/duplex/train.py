@@ -41,15 +41,15 @@ from services.duplex.policy import DecisionPolicy
 from services.duplex.synth import default_cache_dir
 from services.smoke_seeds import DUPLEX_SEED
 
-# Bump when dialogue generation or labelling changes, so cached features are not reused.
-DATA_VERSION = 3
+# Bump when dialogue generation, labelling or the feature layout changes, so cached features are not reused.
+DATA_VERSION = 4
 METRICS_FILE = "metrics.json"
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainSettings:
     train_dialogues: int = 320
-    train_monologues: int = 80
+    train_monologues: int = 160
     heldout_dialogues: int = 80
     heldout_monologues: int = 40
     respond_after_ms: int = 600  # end-of-turn silence of the RESPOND_NOW labels
@@ -84,10 +84,7 @@ def extract(
         path = cache_dir / "features" / f"{tag}-{digest}.pt"
         if path.is_file():
             return list(torch.load(path))
-    features = [extractor(d.audio, d.history) for d in dialogues]
-    for d, f in zip(dialogues, features, strict=True):
-        if f.shape[0] != d.n_frames:
-            raise RuntimeError(f"encoder gave {f.shape[0]} frames for a dialogue of {d.n_frames} frames")
+    features = [extractor.dialogue(d) for d in dialogues]
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(features, path)

@@ -64,7 +64,7 @@ def assert_same(alone: Any, together: Any) -> None:
         for a, b in zip(alone, together, strict=True):
             assert_same(a, b)
     elif isinstance(alone, np.ndarray) and alone.dtype.kind == "f":
-        np.testing.assert_allclose(together, alone, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(together, alone, rtol=1e-5, atol=1e-5)  # float32 rounding grows with |x|
     else:
         np.testing.assert_array_equal(np.asarray(together), np.asarray(alone))
 

@@ -24,5 +24,10 @@ async def test_scripted_conversation_answers_is_interrupted_and_answers_again(
     # The first question is answered, the story is cut by the barge-in, the interruption is answered.
     assert statuses[0] == "COMPLETED" and statuses[1] == "INTERRUPTED" and statuses[-1] == "COMPLETED", lines
     assert any("end of speech -> first audio" in line for line in lines)
+    # The trained smoke backbone answers the demo's questions in words (services/backbone/smoke/qa.py).
+    texts = [line.split("text: ", 1)[1] for line in lines if line.startswith("    text: ")]
+    assert texts[0] == repr("It is sunny and warm today."), lines
+    assert repr("A little cat climbed the tallest tree in town.").startswith(texts[1][:-1]), lines
+    assert texts[-1] == repr("Of course. Goodbye, and take care!"), lines
     audio, rate = sf.read(str(tmp_path / "reply.wav"))
     assert rate == 24_000 and len(audio) == transcript.reply_ms * 24 > 0

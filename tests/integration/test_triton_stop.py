@@ -8,16 +8,51 @@ a unary call leaves that call to finish on the server.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
 
+from orchestrator.devstack.triton_launcher import TritonPorts, TritonProcess, free_port, start_triton, wait_until_ready
 from orchestrator.stages.ids import new_stream_id
 from orchestrator.triton.client import TritonModels
+from services import backbone
+from services.smoke_seeds import BACKBONE_SEED
+from tests.conftest import REPO_ROOT
 from tests.integration.helpers import collect
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def babbling_triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonProcess]:
+    """A Triton serving only a backbone with the seeded, untrained smoke weights.
+
+    These tests need a generation that is still running when the STOP arrives. The shipped smoke
+    backbone is trained to end every reply within a few dozen tokens; the seeded one babbles until
+    STOP or ``MAX_NEW_TOKENS``, so what is tested is the STOP, not how soon a reply ends by itself.
+    """
+    weights = tmp_path_factory.mktemp("seeded-weights")
+    backbone.save(backbone.build_smoke(BACKBONE_SEED), weights / "backbone", profile="smoke")
+    ports = TritonPorts(http=free_port(), grpc=free_port(), metrics=free_port())
+    only_backbone = ("--model-control-mode=explicit", "--load-model=backbone")
+    run_dir: Path = tmp_path_factory.mktemp("triton-seeded")
+    server = start_triton(REPO_ROOT / "model_repository", weights, run_dir, ports, extra_args=only_backbone)
+    try:
+        wait_until_ready(server)
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def models(babbling_triton: TritonProcess) -> AsyncIterator[TritonModels]:
+    client = TritonModels(babbling_triton.grpc_url)
+    yield client
+    await client.close()
+
 
 PROMPT = np.arange(10, 20, dtype=np.int32)
 LIMIT = 2000
@@ -116,7 +151,15 @@ async def test_cancelling_a_waiting_reader_stops_the_generation_without_cancelli
     assert 1 <= length - len(PROMPT) < LIMIT // 4, length
 
 
-async def test_a_unary_call_whose_caller_stopped_waiting_still_completes(models: TritonModels) -> None:
+async def test_a_unary_call_whose_caller_stopped_waiting_still_completes(triton: TritonProcess) -> None:
+    models = TritonModels(triton.grpc_url)  # the shared Triton: this test calls the encoder
+    try:
+        await _unary_call_completes(models)
+    finally:
+        await models.close()
+
+
+async def _unary_call_completes(models: TritonModels) -> None:
     def counts(stats: dict) -> tuple[int, int]:
         inference = stats["inference_stats"]
         return int(inference["success"].get("count", 0)), int(inference["fail"].get("count", 0))

@@ -44,7 +44,7 @@ def test_shipped_checkpoint_detects_turn_ends_and_barge_ins(tmp_path: Path) -> N
     extractor = smoke_extractor()
     model = load(SMOKE_CHECKPOINT, expected_fingerprint=extractor.fingerprint)
     dialogues = make_dialogues(12, "heldout", seed=TEST_SEED, cache_dir=tmp_path)
-    features = [extractor(d.audio, d.history) for d in dialogues]
+    features = [extractor.dialogue(d) for d in dialogues]
     metrics = evaluate(model, dialogues, features, DecisionPolicy())
     for kind in ("end_of_turn", "barge_in"):
         m = metrics[kind]
@@ -66,7 +66,7 @@ def test_with_the_silence_floor_pauses_inside_a_turn_never_trigger_an_answer(tmp
     extractor = smoke_extractor()
     model = load(SMOKE_CHECKPOINT, expected_fingerprint=extractor.fingerprint)
     monologues = make_monologues(6, "heldout", seed=TEST_SEED + 1, cache_dir=tmp_path)
-    features = [extractor(d.audio, d.history) for d in monologues]
+    features = [extractor.dialogue(d) for d in monologues]
     pauses = sum(len(u.pauses) for d in monologues for u in d.utterances)
     alone = evaluate(model, monologues, features, DecisionPolicy())["end_of_turn"]
     floored = evaluate(model, monologues, features, DecisionPolicy(min_silence_ms=360))["end_of_turn"]
