@@ -17,10 +17,8 @@ silence the labels wait for (600 ms; ``python -m perf.turn_taking`` compares 400
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
-import json
 import math
 import time
 from pathlib import Path
@@ -31,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from services.common.seeding import seeded
-from services.common.settings_flags import add_settings_flags, settings_from_args
+from services.common.settings_flags import add_settings_flags, settings_from_args, trainer_parser, write_run_metrics
 from services.duplex.config import DuplexConfig
 from services.duplex.dialogues import Dialogue, make_dialogues, make_monologues
 from services.duplex.evaluate import evaluate
@@ -178,22 +176,17 @@ def run(
             "data_version": DATA_VERSION,
             "feature_fingerprint": extractor.fingerprint,
             "epoch_losses": [round(x, 5) for x in losses],
-            "data_seconds": round(data_seconds, 1),
-            "train_seconds": round(train_seconds, 1),
-            "threads": threads,
-            "torch": torch.__version__,
         }
     )
-    (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+    write_run_metrics(
+        out / METRICS_FILE, metrics, data_seconds=data_seconds, train_seconds=train_seconds, threads=threads
+    )
     return metrics
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
-    parser.add_argument("--cache-dir", type=Path, default=default_cache_dir(), help="speech and feature cache")
+    parser = trainer_parser(__doc__, cache_dir=default_cache_dir(), cache_help="speech and feature cache", threads=1)
     parser.add_argument("--no-cache", action="store_true", help="recompute features (speech clips are still cached)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (results are pinned to it)")
     add_settings_flags(parser, TrainSettings)
     args = parser.parse_args(argv)
     settings = settings_from_args(TrainSettings, args)

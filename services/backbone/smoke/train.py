@@ -18,9 +18,7 @@ and batch order are seeded (``BACKBONE_TRAIN_SEED``), training runs with a fixed
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import math
 import time
 from collections.abc import Sequence
@@ -37,7 +35,7 @@ from minmo_contracts.tokenizer import IM_END, SmokeByteTokenizer
 from services.backbone import Backbone, save
 from services.backbone import build_smoke as build_smoke_backbone
 from services.backbone.smoke.qa import QA
-from services.common.settings_flags import add_settings_flags, settings_from_args
+from services.common.settings_flags import add_settings_flags, settings_from_args, trainer_parser, write_run_metrics
 from services.duplex import corpus, synth
 from services.duplex.dialogues import DEFAULT_INSTRUCTIONS
 from services.encoder import SpeechEncoder
@@ -291,20 +289,15 @@ def run(out: Path, settings: TrainSettings, cache_dir: Path, threads: int) -> di
         "training_voices_new_clips": evaluate(model, fresh_clips),
         "settings": dataclasses.asdict(settings),
         "loss_per_100_steps": losses,
-        "data_seconds": round(data_seconds, 1),
-        "train_seconds": round(train_seconds, 1),
-        "threads": threads,
-        "torch": torch.__version__,
     }
-    (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+    write_run_metrics(
+        out / METRICS_FILE, metrics, data_seconds=data_seconds, train_seconds=train_seconds, threads=threads
+    )
     return metrics
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
-    parser.add_argument("--cache-dir", type=Path, default=synth.default_cache_dir(), help="speech cache")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (results are pinned to it)")
+    parser = trainer_parser(__doc__, cache_dir=synth.default_cache_dir(), cache_help="speech cache", threads=2)
     add_settings_flags(parser, TrainSettings)
     args = parser.parse_args(argv)
     metrics = run(args.out, settings_from_args(TrainSettings, args), args.cache_dir, args.threads)
