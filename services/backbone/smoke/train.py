@@ -4,7 +4,8 @@
 
 Why: with seeded random weights the demo's replies were byte noise (``'\\nGGGG'``), so a newcomer saw
 the plumbing but not a conversation. The backbone starts from the seeded initialisation
-(``BACKBONE_SEED``) and learns, on the CPU in a few minutes, the replies of :mod:`services.backbone.smoke.qa`.
+(``BACKBONE_SEED``) and learns, on the CPU in about 15 minutes, the replies of
+:mod:`services.backbone.smoke.qa`.
 The seeded smoke encoder stays as it is (frozen): the backbone learns to read its embeddings.
 
 Conversations are laid out exactly as a Converse session lays out its context (``ChatPrompt``: the
@@ -12,8 +13,8 @@ session's instructions, earlier spoken or typed turns with their replies, some c
 barge-in cuts them, then the question). Questions are spoken by espeak-ng in many accents and voice
 variants at random rates, pitches, levels and noise, with the leading and trailing silence a session
 keeps; the scores in ``metrics.json`` are on the duplex corpus' held-out voices, whose variants
-training never hears. Reproducible: data, initialisation
-and batch order are seeded (``BACKBONE_TRAIN_SEED``), training runs with a fixed thread count.
+training never hears. Reproducible: data, initialisation and batch order are seeded
+(``BACKBONE_TRAIN_SEED``), training runs with a fixed thread count.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from services.smoke_seeds import BACKBONE_SEED, BACKBONE_TRAIN_SEED, ENCODER_SEE
 # voices' variants are never used, so the scores in metrics.json are on voices training never heard.
 ACCENTS = ("en", "en-us", "en-gb-x-rp", "en-gb-scotland", "en-029", "en-us-nyc", "en-gb-x-gbclan", "en-gb-x-gbcwmd")
 VOICE_VARIANTS = (
-    "",
+    "",  # the accent's own voice
     "m1",
     "m2",
     "m3",
