@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from minmo_contracts.prompt import ChatPrompt
-from minmo_contracts.tokenizer import IM_END, SmokeByteTokenizer
+from minmo_contracts.tokenizer import ENDOFTEXT, IM_END, SmokeByteTokenizer
 from services.backbone import Backbone, save
 from services.backbone import build_smoke as build_smoke_backbone
 from services.backbone.smoke.qa import QA
@@ -236,12 +236,12 @@ def train_model(spoken: list[list[torch.Tensor]], settings: TrainSettings) -> tu
 
 
 def reply_to(model: Backbone, segments: list[list[int] | torch.Tensor], max_new_tokens: int = 96) -> str:
-    """Greedy reply as the speak path samples it (temperature 0, stopped by ``<|im_end|>``)."""
+    """Greedy reply as the served backbone samples it (temperature 0, stopped by its stop ids)."""
     tok = SmokeByteTokenizer()
     session = model.new_session()
     for segment in segments:
         session.append(ids=segment) if isinstance(segment, list) else session.append(embeds=segment)
-    stop = [tok.special_token_id(IM_END)]
+    stop = sorted({tok.eos_id, tok.special_token_id(ENDOFTEXT)})  # as model_repository/backbone/1/model.py
     return tok.decode([t.token_id for t in session.generate(max_new_tokens, stop_ids=stop)])
 
 
